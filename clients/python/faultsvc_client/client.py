@@ -1,0 +1,290 @@
+"""A typed async client for faultsvc.
+
+A thin layer over the generated stub: it adds the caller's credentials and
+roles to every call, a default deadline, gRPC's own retries of UNAVAILABLE,
+and turns every failed call into one exception type, `FaultServiceError`.
+
+    async with FaultServiceClient.connect("127.0.0.1:50051", roles=["admin"]) as client:
+        fault = await client.get_latest_fault(instance_id)
+
+Create the client inside a running event loop: gRPC binds an aio channel to
+the loop it is created on.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self, TypeVar
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from faultsvc.v1 import fault_pb2, fault_service_pb2, fault_service_pb2_grpc
+from faultsvc_client.errors import FaultServiceError
+
+if TYPE_CHECKING:
+    from faultsvc.v1.fault_service_pb2_grpc import FaultServiceAsyncStub
+
+SERVICE_NAME = fault_service_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 10.0
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """gRPC's transparent retries of calls that fail with UNAVAILABLE.
+
+    gRPC caps `max_attempts` at 5. Retried RecordFault calls are safe because
+    the client always sends a `fault_id`.
+    """
+
+    max_attempts: int = 5
+    initial_backoff: float = 0.1
+    max_backoff: float = 2.0
+    backoff_multiplier: float = 2.0
+
+    def service_config(self) -> str:
+        """The channel's service config (gRPC's JSON form) applying this policy."""
+        return json.dumps(
+            {
+                "methodConfig": [
+                    {
+                        "name": [{"service": SERVICE_NAME}],
+                        "retryPolicy": {
+                            "maxAttempts": self.max_attempts,
+                            "initialBackoff": f"{self.initial_backoff:.3f}s",
+                            "maxBackoff": f"{self.max_backoff:.3f}s",
+                            "backoffMultiplier": self.backoff_multiplier,
+                            "retryableStatusCodes": ["UNAVAILABLE"],
+                        },
+                    }
+                ]
+            }
+        )
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS for the channel; with a client certificate and key, mutual TLS."""
+
+    root_certificates: bytes | None = None
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = None
+    # The name to verify the server's certificate against, when it differs
+    # from the target's host (e.g. a certificate made for a service name).
+    server_name: str | None = None
+
+    @classmethod
+    def from_files(
+        cls,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+        server_name: str | None = None,
+    ) -> TlsConfig:
+        return cls(
+            root_certificates=_read(ca_file),
+            certificate_chain=_read(cert_file),
+            private_key=_read(key_file),
+            server_name=server_name,
+        )
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.root_certificates,
+            private_key=self.private_key,
+            certificate_chain=self.certificate_chain,
+        )
+
+
+def _read(path: str | Path | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
+
+
+def call_metadata(token: str | None, roles: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """The metadata faultsvc reads: a bearer token and keystone-style roles."""
+    metadata: list[tuple[str, str]] = []
+    if token:
+        metadata.append(("authorization", f"Bearer {token}"))
+    role_list = [role.strip() for role in roles if role.strip()]
+    if role_list:
+        metadata.append(("x-roles", ",".join(role_list)))
+    return tuple(metadata)
+
+
+def channel_options(
+    retry: RetryPolicy | None, max_reconnect_backoff: float, tls: TlsConfig | None
+) -> list[tuple[str, str | int]]:
+    options: list[tuple[str, str | int]] = [
+        # gRPC's default reconnect backoff grows to two minutes; a reporter that
+        # buffered through an outage should deliver within seconds of the
+        # server coming back.
+        ("grpc.max_reconnect_backoff_ms", int(max_reconnect_backoff * 1000)),
+    ]
+    if retry is not None:
+        options.append(("grpc.enable_retries", 1))
+        options.append(("grpc.service_config", retry.service_config()))
+    else:
+        options.append(("grpc.enable_retries", 0))
+    if tls is not None and tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return options
+
+
+def timestamp_of(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+class FaultServiceClient:
+    """Calls FaultService; every failed call raises `FaultServiceError`.
+
+    Takes an existing aio channel (the client closes it on `close()`); build
+    one from a target with `connect()`.
+    """
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        token: str | None = None,
+        roles: Sequence[str] = (),
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._channel = channel
+        self._stub: FaultServiceAsyncStub = fault_service_pb2_grpc.FaultServiceStub(channel)
+        self._metadata = call_metadata(token, roles)
+        self._timeout = timeout
+
+    @classmethod
+    def connect(
+        cls,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        roles: Sequence[str] = (),
+        tls: TlsConfig | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = RetryPolicy(),
+        max_reconnect_backoff: float = 5.0,
+    ) -> Self:
+        """A client on a new channel to `target` (HOST:PORT).
+
+        `timeout` is the default deadline of each call in seconds (None: no
+        deadline); `retry` is gRPC's retry of UNAVAILABLE (None: no retries).
+        The channel connects lazily, on the first call.
+        """
+        options = channel_options(retry, max_reconnect_backoff, tls)
+        if tls is None:
+            channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            channel = grpc.aio.secure_channel(target, tls.credentials(), options=options)
+        return cls(channel, token=token, roles=roles, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def record_fault(
+        self,
+        instance_id: str,
+        message: str,
+        *,
+        details: str = "",
+        source: str = "",
+        host: str = "",
+        fault_id: str | None = None,
+        occur_time: datetime | None = None,
+    ) -> fault_pb2.Fault:
+        """Records a fault and returns it as stored.
+
+        Without `fault_id` the client makes one, so gRPC's retries of the call
+        never record it twice. `occur_time` (an aware datetime) is when the
+        error happened; unset, the server's time of receipt.
+        """
+        request = fault_service_pb2.RecordFaultRequest(
+            instance_id=instance_id,
+            message=message,
+            details=details,
+            source=source,
+            host=host,
+            fault_id=fault_id or str(uuid.uuid4()),
+        )
+        if occur_time is not None:
+            request.occur_time.CopyFrom(timestamp_of(occur_time))
+        response = await self._call(self._stub.RecordFault, request)
+        return response.fault
+
+    async def get_latest_fault(self, instance_id: str) -> fault_pb2.Fault | None:
+        """The instance's newest fault, or None when it has none."""
+        request = fault_service_pb2.GetLatestFaultRequest(instance_id=instance_id)
+        response = await self._call(self._stub.GetLatestFault, request)
+        return response.fault if response.HasField("fault") else None
+
+    async def batch_get_latest_faults(self, instance_ids: Iterable[str]) -> list[fault_pb2.Fault]:
+        """The latest fault of each given instance that has one (at most 1,000 ids)."""
+        request = fault_service_pb2.BatchGetLatestFaultsRequest(instance_ids=list(instance_ids))
+        response = await self._call(self._stub.BatchGetLatestFaults, request)
+        return list(response.faults)
+
+    async def list_faults(
+        self,
+        instance_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> fault_service_pb2.ListFaultsResponse:
+        """One page of the instance's faults, newest first, and the next page's token."""
+        request = fault_service_pb2.ListFaultsRequest(
+            instance_id=instance_id, page_size=page_size, page_token=page_token
+        )
+        return await self._call(self._stub.ListFaults, request)
+
+    async def iter_faults(
+        self, instance_id: str, *, page_size: int = 0
+    ) -> AsyncIterator[fault_pb2.Fault]:
+        """Every fault of the instance, newest first, fetched a page at a time."""
+        page_token = ""
+        while True:
+            page = await self.list_faults(instance_id, page_size=page_size, page_token=page_token)
+            for fault in page.faults:
+                yield fault
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    async def clear_faults(self, instance_id: str) -> int:
+        """Clears the instance's faults; returns how many were cleared."""
+        request = fault_service_pb2.ClearFaultsRequest(instance_id=instance_id)
+        response = await self._call(self._stub.ClearFaults, request)
+        return response.cleared_count
+
+    async def _call(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+    ) -> _Response:
+        try:
+            return await method(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise FaultServiceError.from_rpc_error(error) from error
