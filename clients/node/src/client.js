@@ -1,0 +1,176 @@
+import { createClient } from "@connectrpc/connect";
+import {
+  createGrpcTransport,
+  Http2SessionManager,
+} from "@connectrpc/connect-node";
+import { FaultService } from "./gen/faultsvc/v1/fault_service_pb.js";
+
+/**
+ * @import { Interceptor, CallOptions } from "@connectrpc/connect"
+ * @import { MessageInitShape } from "@bufbuild/protobuf"
+ * @import { Fault } from "./gen/faultsvc/v1/fault_pb.js"
+ * @import { ListFaultsResponse, RecordFaultRequestSchema } from "./gen/faultsvc/v1/fault_service_pb.js"
+ */
+
+/**
+ * @typedef {object} FaultClientOptions
+ * @property {string} target
+ *   The server: `host:port` for plaintext gRPC, or a URL
+ *   (`http://host:port`, or `https://host:port` for TLS).
+ * @property {string} [token] Sent as `authorization: Bearer <token>`.
+ * @property {string | readonly string[]} [roles]
+ *   The caller's roles, sent as `x-roles` (comma-separated). Callers without
+ *   an admin role receive admin-only fields such as `Fault.details` empty.
+ * @property {number} [timeoutMs] Deadline of every call unless a call sets its own.
+ */
+
+/**
+ * A faultsvc.v1.FaultService client over gRPC (HTTP/2).
+ *
+ * Failed calls reject with a `ConnectError` whose `code` is the gRPC status
+ * code (e.g. `Code.InvalidArgument`, 3).
+ */
+export class FaultClient {
+  /** @type {Http2SessionManager} */
+  #sessions;
+  /** @type {import("@connectrpc/connect").Client<typeof FaultService>} */
+  #rpc;
+
+  /** @param {FaultClientOptions} options */
+  constructor({ target, token, roles, timeoutMs }) {
+    const baseUrl = baseUrlOf(target);
+    this.#sessions = new Http2SessionManager(baseUrl);
+    const transport = createGrpcTransport({
+      baseUrl,
+      sessionManager: this.#sessions,
+      interceptors: [callerMetadata(token, roles)],
+      defaultTimeoutMs: timeoutMs,
+    });
+    this.#rpc = createClient(FaultService, transport);
+  }
+
+  /**
+   * Records a fault and returns it as stored. Pass a `faultId` (a UUID) to
+   * make retries safe: the server stores a fault id once.
+   *
+   * @param {MessageInitShape<typeof RecordFaultRequestSchema>} request
+   * @param {CallOptions} [options]
+   * @returns {Promise<Fault>}
+   */
+  async recordFault(request, options) {
+    const { fault } = await this.#rpc.recordFault(request, options);
+    if (fault === undefined) {
+      throw new Error("RecordFault answered without a fault");
+    }
+    return fault;
+  }
+
+  /**
+   * The newest fault of an instance that has not been cleared, or
+   * `undefined` when it has none.
+   *
+   * @param {string} instanceId
+   * @param {CallOptions} [options]
+   * @returns {Promise<Fault | undefined>}
+   */
+  async getLatestFault(instanceId, options) {
+    const { fault } = await this.#rpc.getLatestFault({ instanceId }, options);
+    return fault;
+  }
+
+  /**
+   * The latest fault of each given instance that has one (at most 1,000
+   * instances a call).
+   *
+   * @param {readonly string[]} instanceIds
+   * @param {CallOptions} [options]
+   * @returns {Promise<Fault[]>}
+   */
+  async batchGetLatestFaults(instanceIds, options) {
+    const { faults } = await this.#rpc.batchGetLatestFaults(
+      { instanceIds: [...instanceIds] },
+      options,
+    );
+    return faults;
+  }
+
+  /**
+   * One page of an instance's faults, newest first. Pass the returned
+   * `nextPageToken` as `pageToken` for the next page; it is empty on the last.
+   *
+   * @param {string} instanceId
+   * @param {{ pageSize?: number, pageToken?: string }} [page]
+   * @param {CallOptions} [options]
+   * @returns {Promise<ListFaultsResponse>}
+   */
+  listFaults(instanceId, page = {}, options) {
+    return this.#rpc.listFaults({ instanceId, ...page }, options);
+  }
+
+  /**
+   * Every fault of an instance, newest first, fetched a page at a time.
+   *
+   * @param {string} instanceId
+   * @param {{ pageSize?: number }} [page]
+   * @param {CallOptions} [options]
+   * @returns {AsyncGenerator<Fault, void, undefined>}
+   */
+  async *allFaults(instanceId, { pageSize } = {}, options) {
+    let pageToken = "";
+    do {
+      const response = await this.listFaults(
+        instanceId,
+        { pageSize, pageToken },
+        options,
+      );
+      yield* response.faults;
+      pageToken = response.nextPageToken;
+    } while (pageToken !== "");
+  }
+
+  /**
+   * Clears an instance's faults (e.g. it was deleted or has recovered) and
+   * returns how many were cleared.
+   *
+   * @param {string} instanceId
+   * @param {CallOptions} [options]
+   * @returns {Promise<number>}
+   */
+  async clearFaults(instanceId, options) {
+    const { clearedCount } = await this.#rpc.clearFaults({ instanceId }, options);
+    return Number(clearedCount);
+  }
+
+  /** Closes the connection; calls made afterwards fail. */
+  close() {
+    this.#sessions.abort();
+  }
+}
+
+/**
+ * @param {string} target
+ * @returns {string}
+ */
+function baseUrlOf(target) {
+  return /^https?:\/\//.test(target) ? target : `http://${target}`;
+}
+
+/**
+ * Adds the caller's credentials and roles to every call.
+ *
+ * @param {string | undefined} token
+ * @param {string | readonly string[] | undefined} roles
+ * @returns {Interceptor}
+ */
+function callerMetadata(token, roles) {
+  const xRoles = typeof roles === "string" ? roles : (roles ?? []).join(",");
+  return (next) => (request) => {
+    if (token) {
+      request.header.set("authorization", `Bearer ${token}`);
+    }
+    if (xRoles) {
+      request.header.set("x-roles", xRoles);
+    }
+    return next(request);
+  };
+}

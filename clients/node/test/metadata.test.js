@@ -1,0 +1,81 @@
+// What the client puts on the wire, checked against an in-process server so it
+// holds whatever the real server does with it.
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer } from "node:http2";
+import { after, before, test } from "node:test";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Code, ConnectError, FaultClient, FaultService } from "../src/index.js";
+
+/** @type {import("node:http2").Http2Server} */
+let server;
+/** @type {string} */
+let target;
+
+before(async () => {
+  server = createServer(
+    connectNodeAdapter({
+      grpc: true,
+      connect: false,
+      grpcWeb: false,
+      routes(router) {
+        router.service(FaultService, {
+          // Echoes the caller's metadata back in the fault, so tests can see it.
+          getLatestFault(request, context) {
+            if (request.instanceId === "forbidden") {
+              throw new ConnectError("not yours", Code.PermissionDenied);
+            }
+            return {
+              fault: {
+                instanceId: request.instanceId,
+                message: context.requestHeader.get("x-roles") ?? "<none>",
+                details: context.requestHeader.get("authorization") ?? "<none>",
+              },
+            };
+          },
+        });
+      },
+    }),
+  );
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = server.address();
+  assert.ok(address && typeof address === "object");
+  target = `127.0.0.1:${address.port}`;
+});
+
+after(() => {
+  server.close();
+});
+
+test("roles travel comma-separated in x-roles and the token as a bearer", async () => {
+  const client = new FaultClient({ target, roles: ["reader", "admin"], token: "s3cret" });
+  const fault = await client.getLatestFault("db-1");
+  client.close();
+  assert.equal(fault?.message, "reader,admin");
+  assert.equal(fault?.details, "Bearer s3cret");
+});
+
+test("a role given as a string is sent as is", async () => {
+  const client = new FaultClient({ target: `http://${target}`, roles: "admin" });
+  const fault = await client.getLatestFault("db-1");
+  client.close();
+  assert.equal(fault?.message, "admin");
+});
+
+test("a caller without roles or token sends neither", async () => {
+  const client = new FaultClient({ target });
+  const fault = await client.getLatestFault("db-1");
+  client.close();
+  assert.equal(fault?.message, "<none>");
+  assert.equal(fault?.details, "<none>");
+});
+
+test("a failed call rejects with the gRPC status code", async () => {
+  const client = new FaultClient({ target });
+  await assert.rejects(client.getLatestFault("forbidden"), {
+    name: "ConnectError",
+    code: Code.PermissionDenied,
+  });
+  client.close();
+});
