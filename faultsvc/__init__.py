@@ -1,0 +1,1 @@
+"""faultsvc: persists the errors of managed database instances and tells their latest fault."""

@@ -1,0 +1,3 @@
+from faultsvc.cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""The composition root: one function builds the whole server from settings."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from faultsvc.config import Settings
+from faultsvc.faults import NewFault, StoredFault
+from faultsvc.health import DatabaseHealth
+from faultsvc.interceptors import ErrorInterceptor, RedactionInterceptor
+from faultsvc.policy.roles import AdminPolicy
+from faultsvc.servicer import FaultServicer
+from faultsvc.storage.batching import Batcher
+from faultsvc.storage.engine import create_engine
+from faultsvc.storage.migrate import upgrade_to_head
+from faultsvc.storage.store import FaultStore
+from faultsvc.v1 import fault_service_pb2, fault_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+FAULT_SERVICE = fault_service_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
+WRITE_BATCH_MAX = 500
+READ_BATCH_MAX = 1000
+
+
+class InsecureBindError(ValueError):
+    """Listening beyond loopback without authentication was not explicitly allowed."""
+
+
+@dataclass
+class FaultServer:
+    """A built server: start it, then stop it; owns everything it started."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    engine: AsyncEngine
+    health: DatabaseHealth
+    writer: Batcher[NewFault, StoredFault]
+    latest_reader: Batcher[str, StoredFault | None]
+    port: int
+
+    @property
+    def target(self) -> str:
+        host = self.settings.listen.rpartition(":")[0].strip("[]")
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        self.writer.start()
+        self.latest_reader.start()
+        await self.health.start()
+        await self.server.start()
+        log.info("faultsvc serving on %s", self.target)
+
+    async def stop(self) -> None:
+        """Graceful: refuse new calls, let in-flight ones finish, drain writes, close the pool."""
+        await self.health.close()
+        await self.server.stop(self.settings.grace_seconds)
+        await self.writer.close()
+        await self.latest_reader.close()
+        await self.engine.dispose()
+        log.info("faultsvc stopped")
+
+
+async def build_server(settings: Settings, *, reuse_port: bool = False) -> FaultServer:
+    """Wires storage, servicer, interceptors, health and reflection; migrates the schema."""
+    check_bind_is_safe(settings)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        timeout_seconds=settings.database_timeout_seconds,
+    )
+    await upgrade_to_head(engine)
+    store = FaultStore(engine)
+
+    async def latest_each(instance_ids: Sequence[str]) -> list[StoredFault | None]:
+        latest = await store.latest_for(set(instance_ids))
+        return [latest.get(instance_id) for instance_id in instance_ids]
+
+    writer = Batcher("group-commit", store.record_batch, max_batch=WRITE_BATCH_MAX)
+    latest_reader = Batcher("coalesced-latest-reads", latest_each, max_batch=READ_BATCH_MAX)
+
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor(), RedactionInterceptor(AdminPolicy(settings.admin_roles))],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+            ("grpc.so_reuseport", int(reuse_port)),
+        ],
+    )
+    fault_service_pb2_grpc.add_FaultServiceServicer_to_server(
+        FaultServicer(store, writer, latest_reader), server
+    )
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [
+            FAULT_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(settings.listen)
+    health = DatabaseHealth(store, health_servicer, [FAULT_SERVICE], settings.health_check_seconds)
+    return FaultServer(settings, server, engine, health, writer, latest_reader, port)
+
+
+def check_bind_is_safe(settings: Settings) -> None:
+    """Without authentication, only loopback, unless the operator explicitly allows more."""
+    host = settings.listen.rpartition(":")[0].strip("[]")
+    if host == "localhost" or _is_loopback(host):
+        return
+    if not settings.allow_insecure_bind:
+        raise InsecureBindError(
+            f"refusing to listen on {settings.listen} without authentication; "
+            "listen on 127.0.0.1, or pass --allow-insecure-bind"
+        )
+    log.warning(
+        "listening on %s without authentication: anyone who can reach it may "
+        "record faults and claim the admin role",
+        settings.listen,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

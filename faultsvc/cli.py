@@ -1,0 +1,134 @@
+"""The `faultsvc` command: the server (`serve`, `db`) and, for people, `show` and `faults`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from faultsvc import serving
+from faultsvc.app import InsecureBindError
+from faultsvc.config import Settings, load_settings
+from faultsvc.errors import Unavailable
+from faultsvc.faults import utc_now
+from faultsvc.storage.engine import create_engine
+from faultsvc.storage.migrate import upgrade_to_head
+from faultsvc.storage.store import FaultStore
+
+log = logging.getLogger("faultsvc")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        sys.exit(2)
+    sys.exit(args.func(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="faultsvc", description="Records the faults of database instances and shows them."
+    )
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    _add_settings_flags(serve)
+    serve.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:50051")
+    serve.add_argument("--workers", type=int, metavar="N", help="server processes on one port")
+    serve.add_argument(
+        "--allow-insecure-bind",
+        action="store_true",
+        default=None,
+        help="listen beyond loopback without authentication",
+    )
+    serve.set_defaults(func=_serve)
+
+    database = commands.add_parser("db", help="manage the database").add_subparsers(
+        metavar="COMMAND", required=True
+    )
+    upgrade = database.add_parser("upgrade", help="migrate the schema to the newest revision")
+    _add_settings_flags(upgrade)
+    upgrade.set_defaults(func=_db_upgrade)
+    purge = database.add_parser("purge", help="delete faults cleared more than DAYS ago")
+    _add_settings_flags(purge)
+    purge.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    purge.set_defaults(func=_db_purge)
+
+    try:  # TEMPORARY
+        from faultsvc_client import cli as client_cli
+
+        client_cli.register(commands)
+    except ImportError:
+        pass
+    return parser
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", metavar="URL", help="SQLAlchemy async database URL")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
+    parser.add_argument("--log-level", default="INFO", help="default INFO")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    flags = {
+        name: getattr(args, name, None)
+        for name in ("listen", "database_url", "workers", "allow_insecure_bind")
+    }
+    return load_settings(args.config, **flags)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        serving.run(_settings(args))
+    except (InsecureBindError, ValidationError) as error:
+        log.error("%s", error)
+        return 2
+    except Unavailable as error:
+        log.error("cannot start: %s", error)
+        return 1
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def upgrade() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade_to_head(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(upgrade())
+    print(f"{settings.database_url}: schema is current")
+    return 0
+
+
+def _db_purge(args: argparse.Namespace) -> int:
+    if args.older_than < 0:
+        print("faultsvc db purge: --older-than must not be negative", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+
+    async def purge() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade_to_head(engine)
+            return await FaultStore(engine).purge(utc_now() - timedelta(days=args.older_than))
+        finally:
+            await engine.dispose()
+
+    purged = asyncio.run(purge())
+    print(f"purged {purged} cleared faults older than {args.older_than:g} days")
+    return 0

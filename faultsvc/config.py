@@ -1,0 +1,72 @@
+"""The service's settings: one typed object, read from flags, environment and a config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///faultsvc.db"
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told; flags win over FAULTSVC_* variables over the file."""
+
+    model_config = SettingsConfigDict(env_prefix="FAULTSVC_", extra="forbid")
+
+    listen: str = Field("127.0.0.1:50051", description="HOST:PORT to serve gRPC on")
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy async URL")
+    workers: int = Field(1, ge=1, description="server processes sharing the port")
+    admin_roles: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset({"admin"}), description="roles in x-roles metadata that make a caller admin"
+    )
+    allow_insecure_bind: bool = Field(
+        False, description="listen beyond loopback without authentication"
+    )
+    grace_seconds: float = Field(10.0, ge=0, description="how long in-flight calls may finish")
+    database_pool_size: int = Field(10, ge=1)
+    database_timeout_seconds: float = Field(
+        5.0, gt=0, description="connect and statement timeout before a call is UNAVAILABLE"
+    )
+    max_receive_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    health_check_seconds: float = Field(2.0, gt=0, description="database probe interval")
+
+    @field_validator("admin_roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(role.strip() for role in value.split(",") if role.strip())
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Settings from flags (None means not given), FAULTSVC_* variables and a TOML file."""
+    given = {name: value for name, value in flags.items() if value is not None}
+    if config_file is None:
+        return Settings(**given)
+    with_file = type(
+        "Settings",
+        (Settings,),
+        {"model_config": {**Settings.model_config, "toml_file": config_file}},
+    )
+    settings: Settings = with_file(**given)
+    return settings

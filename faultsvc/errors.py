@@ -1,0 +1,68 @@
+"""Domain errors, and the one mapping from them to gRPC statuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """A request field that is wrong, and why."""
+
+    field: str
+    description: str
+
+
+class FaultServiceError(Exception):
+    """An error a caller can cause or must know about; carries its gRPC status code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def status(self) -> grpc.Status:
+        return rpc_status.to_status(status_pb2.Status(code=self.code.value[0], message=str(self)))
+
+
+class InvalidArgument(FaultServiceError):
+    """One or more request fields are invalid; answered with a google.rpc.BadRequest."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, *violations: FieldViolation) -> None:
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.violations = violations
+
+    @classmethod
+    def field(cls, field: str, description: str) -> InvalidArgument:
+        return cls(FieldViolation(field, description))
+
+    def status(self) -> grpc.Status:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in self.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(self), details=[detail])
+        )
+
+
+class AlreadyExists(FaultServiceError):
+    """A caller-made id is taken by a different fault."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Unavailable(FaultServiceError):
+    """The database does not answer; the caller should retry."""
+
+    code = grpc.StatusCode.UNAVAILABLE

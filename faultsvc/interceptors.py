@@ -1,0 +1,145 @@
+"""Server interceptors: error mapping and admin-only redaction, around every RPC.
+
+A grpc.aio interceptor sees the handler, not the response, so each one
+returns a handler whose behaviour wraps the servicer's (all four kinds, so a
+streaming RPC added later is covered too).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from faultsvc.errors import FaultServiceError
+from faultsvc.policy.redaction import strip_admin_only
+from faultsvc.policy.roles import AdminPolicy
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+UnaryBehaviour = Callable[[Any, Context], Awaitable[Any]]
+StreamBehaviour = Callable[[Any, Context], AsyncIterator[Any]]
+Handler = grpc.RpcMethodHandler[Any, Any]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+
+
+def rewrap(
+    handler: Handler,
+    unary: Callable[[UnaryBehaviour], UnaryBehaviour],
+    stream: Callable[[StreamBehaviour], StreamBehaviour],
+) -> Handler:
+    """`handler` with its behaviour wrapped: `unary` for one response, `stream` for many."""
+    # The stubs type behaviours as the sync API's; on a grpc.aio server they are
+    # coroutine functions and async generators.
+    behaviours: Any = handler
+    serializers: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if behaviours.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(behaviours.unary_unary), **serializers)
+    if behaviours.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(behaviours.stream_unary), **serializers)
+    if behaviours.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream(behaviours.unary_stream), **serializers)
+    return grpc.stream_stream_rpc_method_handler(stream(behaviours.stream_stream), **serializers)
+
+
+class BehaviourInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps the behaviour of the handlers it applies to, once per handler."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[Handler, Handler] = {}
+
+    def applies_to(self, handler_call_details: grpc.HandlerCallDetails) -> bool:
+        return True
+
+    def unary(self, behaviour: UnaryBehaviour) -> UnaryBehaviour:
+        raise NotImplementedError
+
+    def stream(self, behaviour: StreamBehaviour) -> StreamBehaviour:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or not self.applies_to(handler_call_details):
+            return handler
+        wrapped = self._wrapped.get(handler)
+        if wrapped is None:
+            wrapped = self._wrapped[handler] = rewrap(handler, self.unary, self.stream)
+        return wrapped
+
+
+class ErrorInterceptor(BehaviourInterceptor):
+    """Answers domain errors with their status, and anything unexpected with a bare INTERNAL.
+
+    The INTERNAL message carries a reference to the logged traceback, never the
+    traceback or the exception text, which may hold internals.
+    """
+
+    def unary(self, behaviour: UnaryBehaviour) -> UnaryBehaviour:
+        async def mapped(request: Any, context: Context) -> Any:
+            try:
+                return await behaviour(request, context)
+            except FaultServiceError as error:
+                await context.abort_with_status(error.status())
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                await _abort_internal(context)
+
+        return mapped
+
+    def stream(self, behaviour: StreamBehaviour) -> StreamBehaviour:
+        async def mapped(request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            except FaultServiceError as error:
+                await context.abort_with_status(error.status())
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                await _abort_internal(context)
+
+        return mapped
+
+
+async def _abort_internal(context: Context) -> None:
+    reference = uuid.uuid4().hex[:12]
+    log.exception("unexpected error, reference %s", reference)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {reference})")
+
+
+class RedactionInterceptor(BehaviourInterceptor):
+    """Clears every admin-only field of every response for callers that are not admins."""
+
+    def __init__(self, policy: AdminPolicy) -> None:
+        super().__init__()
+        self._policy = policy
+
+    def applies_to(self, handler_call_details: grpc.HandlerCallDetails) -> bool:
+        return not self._policy.is_admin(handler_call_details.invocation_metadata)
+
+    def unary(self, behaviour: UnaryBehaviour) -> UnaryBehaviour:
+        async def redacted(request: Any, context: Context) -> Any:
+            response = await behaviour(request, context)
+            if response is not None:
+                strip_admin_only(response)
+            return response
+
+        return redacted
+
+    def stream(self, behaviour: StreamBehaviour) -> StreamBehaviour:
+        async def redacted(request: Any, context: Context) -> AsyncIterator[Any]:
+            async for response in behaviour(request, context):
+                strip_admin_only(response)
+                yield response
+
+        return redacted

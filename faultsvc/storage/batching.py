@@ -1,0 +1,75 @@
+"""Gathering concurrent calls into one database round trip (group commit, coalesced reads)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+BatchFunction = Callable[[Sequence[Item]], Awaitable[Sequence[Result | Exception]]]
+
+
+class Batcher(Generic[Item, Result]):
+    """Runs one batch function for all the items submitted while the previous batch ran.
+
+    A lone call runs at once (no added latency when idle); under load, calls
+    that arrive during a round trip share the next one, so the batch size
+    follows the load. Each caller gets its own result or exception; a failing
+    batch fails only its own callers.
+    """
+
+    def __init__(self, name: str, run_batch: BatchFunction[Item, Result], max_batch: int) -> None:
+        self._name = name
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.on_batch: Callable[[int], None] = lambda size: None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self._name)
+
+    async def close(self) -> None:
+        """Finishes what was submitted, then stops."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    async def submit(self, item: Item) -> Result:
+        if self._task is None or self._closing:
+            raise RuntimeError(f"{self._name} is not running")
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._settle(batch)
+            if self._closing:
+                return
+
+    async def _settle(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        self.on_batch(len(batch))
+        try:
+            results = await self._run_batch([item for item, _ in batch])
+        except Exception as error:  # the batch's own failure goes to its callers
+            results = [error] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the caller went away; its row is stored all the same
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

@@ -1,0 +1,37 @@
+"""The `instance_faults` table: the Persist Error Message spec's columns, plus source and host."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+metadata = sa.MetaData()
+
+# MySQL's DATETIME drops fractions unless declared DATETIME(6); without them,
+# faults written in the same second have no order.
+UtcDateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+MESSAGE_MAX_CHARS = 255
+DETAILS_MAX_BYTES = 65_535
+ID_MAX_CHARS = 64
+LABEL_MAX_CHARS = 255
+
+instance_faults = sa.Table(
+    "instance_faults",
+    metadata,
+    sa.Column("id", sa.String(ID_MAX_CHARS), primary_key=True),
+    sa.Column("instance_id", sa.String(ID_MAX_CHARS), nullable=False),
+    sa.Column("message", sa.String(MESSAGE_MAX_CHARS), nullable=False),
+    sa.Column("details", sa.Text(), nullable=False),
+    sa.Column("created", UtcDateTime, nullable=False),
+    sa.Column("updated", UtcDateTime, nullable=False),
+    sa.Column("deleted", sa.Boolean(create_constraint=False), nullable=False, server_default="0"),
+    sa.Column("deleted_at", UtcDateTime, nullable=True),
+    sa.Column("source", sa.String(LABEL_MAX_CHARS), nullable=False, server_default=""),
+    sa.Column("host", sa.String(LABEL_MAX_CHARS), nullable=False, server_default=""),
+    # One index serves the latest-fault and the history reads.
+    sa.Index("ix_instance_faults_instance_latest", "instance_id", "deleted", "created", "id"),
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+    mysql_engine="InnoDB",
+)
