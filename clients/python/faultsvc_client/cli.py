@@ -1,0 +1,314 @@
+"""`faultsvc show` and `faultsvc faults list`: an instance's faults, for people.
+
+`show` prints the Property/Value table of `trove show` (fault_date,
+fault_message, and fault_details for admins); `faults list` prints the
+instance's fault history, newest first. `--json` prints the same data for
+scripts, with the proto field names.
+
+Exit codes:
+  0  the answer was printed, including "Instance X has no fault." (having no
+     fault is a normal answer, not a failure; with --json it prints `null`)
+  1  faultsvc answered with an unexpected error
+  2  the command line is wrong
+  3  faultsvc cannot be reached, or is unavailable (e.g. its database is down)
+  4  faultsvc refused the request: an invalid argument, a missing or wrong
+     token, or a permission denied
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from prettytable import PrettyTable
+
+from faultsvc.v1 import fault_pb2, fault_service_pb2
+from faultsvc_client.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, FaultServiceClient, TlsConfig
+from faultsvc_client.errors import FaultServiceError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_REFUSED = 4
+
+ADMIN_ROLE = "admin"
+
+_REFUSED = {
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid argument",
+    grpc.StatusCode.OUT_OF_RANGE: "invalid argument",
+    grpc.StatusCode.UNAUTHENTICATED: "not authenticated (give --token or set FAULTSVC_TOKEN)",
+    grpc.StatusCode.PERMISSION_DENIED: "permission denied",
+}
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds `show` and `faults list` to a `faultsvc` command line.
+
+    Each sets `func`, which takes the parsed arguments and returns the exit code.
+    """
+    connection = connection_options()
+
+    show = subparsers.add_parser(
+        "show",
+        parents=[connection],
+        help="show an instance's latest fault",
+        description="Show the latest fault of an instance as a Property/Value table.",
+        epilog=exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("instance_id", metavar="INSTANCE_ID")
+    show.set_defaults(func=show_command)
+
+    faults = subparsers.add_parser("faults", help="list an instance's faults")
+    faults_commands = faults.add_subparsers(dest="faults_command", metavar="COMMAND", required=True)
+    listing = faults_commands.add_parser(
+        "list",
+        parents=[connection],
+        help="list an instance's faults, newest first",
+        description="List the faults of an instance, newest first.",
+        epilog=exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listing.add_argument("instance_id", metavar="INSTANCE_ID")
+    listing.add_argument(
+        "--page-size",
+        type=int,
+        default=0,
+        metavar="N",
+        help="faults per page (default: the server's, 50)",
+    )
+    listing.add_argument("--all", action="store_true", help="follow every page, not just the first")
+    listing.set_defaults(func=list_command)
+
+
+def connection_options() -> argparse.ArgumentParser:
+    """The options every command shares: where faultsvc is and who is asking."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("FAULTSVC_TARGET", DEFAULT_TARGET),
+        metavar="HOST:PORT",
+        help=f"faultsvc's address (default: $FAULTSVC_TARGET or {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--admin",
+        action="store_true",
+        help=f"ask with the {ADMIN_ROLE} role, which sees fault details (stack traces)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("FAULTSVC_TOKEN"),
+        metavar="T",
+        help="bearer token, when faultsvc requires one (default: $FAULTSVC_TOKEN)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for an answer (default: {DEFAULT_TIMEOUT:g})",
+    )
+    tls = parser.add_argument_group("TLS")
+    tls.add_argument(
+        "--ca-file",
+        default=os.environ.get("FAULTSVC_CA_FILE"),
+        help="CA certificates to verify faultsvc with; turns TLS on ($FAULTSVC_CA_FILE)",
+    )
+    tls.add_argument(
+        "--cert-file",
+        default=os.environ.get("FAULTSVC_CERT_FILE"),
+        help="client certificate, for mutual TLS ($FAULTSVC_CERT_FILE)",
+    )
+    tls.add_argument(
+        "--key-file",
+        default=os.environ.get("FAULTSVC_KEY_FILE"),
+        help="client private key, for mutual TLS ($FAULTSVC_KEY_FILE)",
+    )
+    return parser
+
+
+def exit_codes_epilog() -> str:
+    return "exit codes:" + (__doc__ or "").split("Exit codes:", 1)[1].rstrip()
+
+
+def show_command(args: argparse.Namespace) -> int:
+    return run(args, show)
+
+
+def list_command(args: argparse.Namespace) -> int:
+    return run(args, list_faults)
+
+
+async def show(client: FaultServiceClient, args: argparse.Namespace) -> int:
+    fault = await client.get_latest_fault(args.instance_id)
+    if args.json:
+        print(fault_json(fault) if fault is not None else "null")
+    elif fault is None:
+        print(f"Instance {args.instance_id} has no fault.")
+    else:
+        print(fault_table(fault))
+    return EXIT_OK
+
+
+async def list_faults(client: FaultServiceClient, args: argparse.Namespace) -> int:
+    if args.all:
+        faults = [f async for f in client.iter_faults(args.instance_id, page_size=args.page_size)]
+        next_page_token = ""
+    else:
+        page = await client.list_faults(args.instance_id, page_size=args.page_size)
+        faults, next_page_token = list(page.faults), page.next_page_token
+    if args.json:
+        response = fault_service_pb2.ListFaultsResponse(
+            faults=faults, next_page_token=next_page_token
+        )
+        print(json_format.MessageToJson(response, preserving_proto_field_name=True, indent=2))
+        return EXIT_OK
+    if not faults:
+        print(f"Instance {args.instance_id} has no faults.")
+        return EXIT_OK
+    print(fault_history_table(faults, with_details=args.admin))
+    if next_page_token:
+        print("There are older faults: add --all to list every one.", file=sys.stderr)
+    return EXIT_OK
+
+
+def run(
+    args: argparse.Namespace,
+    command: Callable[[FaultServiceClient, argparse.Namespace], Coroutine[Any, Any, int]],
+) -> int:
+    """Runs one command against faultsvc and turns its failures into exit codes."""
+    try:
+        tls = tls_config(args)
+    except OSError as error:
+        print(f"error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def call() -> int:
+        roles = [ADMIN_ROLE] if args.admin else []
+        async with FaultServiceClient.connect(
+            args.target, token=args.token, roles=roles, tls=tls, timeout=args.timeout
+        ) as client:
+            return await command(client, args)
+
+    try:
+        return asyncio.run(call())
+    except FaultServiceError as error:
+        print(f"error: {failure_message(error, args.target)}", file=sys.stderr)
+        return failure_exit_code(error)
+
+
+def tls_config(args: argparse.Namespace) -> TlsConfig | None:
+    if not (args.ca_file or args.cert_file or args.key_file):
+        return None
+    return TlsConfig.from_files(args.ca_file, args.cert_file, args.key_file)
+
+
+def failure_message(error: FaultServiceError, target: str) -> str:
+    """One line that says what went wrong, naming the field when one was wrong."""
+    if error.code is grpc.StatusCode.UNAVAILABLE:
+        if is_connection_failure(error):
+            return f"cannot reach faultsvc at {target}"
+        return f"faultsvc at {target} is unavailable: {error.details}"
+    if error.code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"faultsvc at {target} did not answer in time"
+    problem = _REFUSED.get(error.code, error.code.name)
+    if error.field_violations:
+        fields = "; ".join(f"{v.field}: {v.description}" for v in error.field_violations)
+        return f"{problem}: {fields}"
+    return f"{problem}: {error.details}" if error.details else problem
+
+
+def failure_exit_code(error: FaultServiceError) -> int:
+    if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return EXIT_UNAVAILABLE
+    if error.code in _REFUSED:
+        return EXIT_REFUSED
+    return EXIT_ERROR
+
+
+def is_connection_failure(error: FaultServiceError) -> bool:
+    # gRPC's own wording when no connection could be made, as opposed to a
+    # server that answered UNAVAILABLE (e.g. because its database is down).
+    details = error.details.lower()
+    return "failed to connect" in details or "dns resolution failed" in details
+
+
+def fault_properties(fault: fault_pb2.Fault) -> dict[str, str]:
+    """The rows `show` prints; fault_details only when the server sent details."""
+    properties = {
+        "fault_date": format_time(fault),
+        "fault_message": fault.message,
+        "fault_id": fault.id,
+        "instance_id": fault.instance_id,
+        "source": fault.source,
+        "host": fault.host,
+    }
+    if fault.details:
+        properties["fault_details"] = readable_details(fault.details)
+    return properties
+
+
+def fault_table(fault: fault_pb2.Fault) -> str:
+    # Sorted by property and left-aligned, as python-troveclient prints `show`.
+    table = PrettyTable(["Property", "Value"])
+    table.align = "l"
+    for name, value in sorted(fault_properties(fault).items()):
+        table.add_row([name, value])
+    return table.get_string()
+
+
+def fault_history_table(faults: Sequence[fault_pb2.Fault], *, with_details: bool) -> str:
+    columns = ["Date", "Fault ID", "Source", "Message"]
+    if with_details:
+        columns.append("Details")
+    table = PrettyTable(columns)
+    table.align = "l"
+    for fault in faults:
+        row = [format_time(fault), fault.id, fault.source, fault.message]
+        if with_details:
+            row.append(readable_details(fault.details))
+        table.add_row(row)
+    return table.get_string()
+
+
+def format_time(fault: fault_pb2.Fault) -> str:
+    """The fault's date in ISO 8601 UTC to the second, as `trove show` prints dates."""
+    if not fault.HasField("create_time"):
+        return ""
+    return fault.create_time.ToDatetime().isoformat(timespec="seconds")
+
+
+def readable_details(details: str) -> str:
+    # The table prints one line per line of the value; tabs and carriage
+    # returns would break its columns.
+    return details.replace("\r\n", "\n").replace("\r", "\n").expandtabs(4).rstrip("\n")
+
+
+def fault_json(fault: fault_pb2.Fault) -> str:
+    return json_format.MessageToJson(fault, preserving_proto_field_name=True, indent=2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="faultsvc", description=(__doc__ or "").splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()
