@@ -1,0 +1,119 @@
+"""A faultsvc server in its own process, as operators run it: `python -m faultsvc serve`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until_serving(target: str, timeout: float = START_TIMEOUT) -> None:
+    """Waits until grpc.health.v1 answers SERVING for the whole server."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"faultsvc at {target} not serving after {timeout} s")
+            time.sleep(0.05)
+
+
+class ServerProcess:
+    """`faultsvc serve` on 127.0.0.1:`port`; start, stop (SIGTERM) or kill (SIGKILL) it."""
+
+    def __init__(
+        self,
+        database_url: str,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.database_url = database_url
+        self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "faultsvc",
+            "serve",
+            "--listen",
+            self.target,
+            "--database-url",
+            self.database_url,
+            *self.extra_args,
+        ]
+
+    def start(self) -> ServerProcess:
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until_serving(self.target)
+        except TimeoutError:
+            self.kill()
+            raise
+        return self
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then waits; returns the exit code."""
+        return self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> int:
+        return self._end(signal.SIGKILL, 10.0)
+
+    def _end(self, signum: int, timeout: float) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.process is not None:
+            self.kill()
