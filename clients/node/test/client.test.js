@@ -1,0 +1,211 @@
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, test } from "node:test";
+import {
+  Code,
+  ConnectError,
+  FaultClient,
+  timestampDate,
+  timestampFromDate,
+} from "../src/index.js";
+import { liveServer } from "./server.js";
+
+/**
+ * @import { LiveServer } from "./server.js"
+ * @import { Fault } from "../src/index.js"
+ */
+
+const TRACE = 'Traceback (most recent call last):\n  File "resize.py", line 7\nVolumeError';
+
+/** @type {LiveServer} */
+let server;
+/** @type {FaultClient} */
+let admin;
+/** @type {FaultClient} */
+let anonymous;
+
+before(async () => {
+  server = await liveServer();
+  const token = process.env.FAULTSVC_TOKEN;
+  admin = new FaultClient({ target: server.target, token, roles: ["admin"], timeoutMs: 10_000 });
+  anonymous = new FaultClient({ target: server.target, token, timeoutMs: 10_000 });
+});
+
+after(async () => {
+  admin?.close();
+  anonymous?.close();
+  await server?.stop();
+});
+
+/** Each test uses its own instances, so a shared server's data never interferes. */
+function newInstanceId() {
+  return `node-${randomUUID()}`;
+}
+
+/**
+ * @param {string} instanceId
+ * @param {number} secondsAgo when the error happened
+ * @returns {Promise<Fault>}
+ */
+function recordResizeFailure(instanceId, secondsAgo = 0) {
+  return admin.recordFault({
+    instanceId,
+    message: "Resize of volume failed",
+    details: TRACE,
+    source: "taskmanager",
+    host: "node-1",
+    occurTime: timestampFromDate(new Date(Date.now() - secondsAgo * 1000)),
+  });
+}
+
+/** @param {readonly Fault[]} faults */
+const idsOf = (faults) => faults.map((fault) => fault.id);
+
+test("recordFault returns the stored fault, with details for an admin", async () => {
+  const instanceId = newInstanceId();
+  const fault = await recordResizeFailure(instanceId);
+  assert.notEqual(fault.id, "");
+  assert.equal(fault.instanceId, instanceId);
+  assert.equal(fault.message, "Resize of volume failed");
+  assert.equal(fault.details, TRACE);
+  assert.equal(fault.source, "taskmanager");
+  assert.equal(fault.host, "node-1");
+  assert.ok(fault.createTime, "create_time is set");
+  assert.ok(fault.updateTime, "update_time is set");
+});
+
+test("recordFault by a caller without roles returns the fault without details", async () => {
+  const fault = await anonymous.recordFault({
+    instanceId: newInstanceId(),
+    message: "Backup failed",
+    details: TRACE,
+  });
+  assert.equal(fault.message, "Backup failed");
+  assert.equal(fault.details, "");
+  const stored = await admin.getLatestFault(fault.instanceId);
+  assert.equal(stored?.details, TRACE, "details are stored, only hidden");
+});
+
+test("occur_time becomes the fault's create_time", async () => {
+  const occurred = new Date(Date.now() - 3_600_000);
+  const fault = await admin.recordFault({
+    instanceId: newInstanceId(),
+    message: "Guest agent lost heartbeat",
+    occurTime: timestampFromDate(occurred),
+  });
+  assert.ok(fault.createTime);
+  assert.equal(timestampDate(fault.createTime).getTime(), occurred.getTime());
+});
+
+test("recording again with the same fault_id returns the stored fault", async () => {
+  const instanceId = newInstanceId();
+  const request = { instanceId, message: "Reboot failed", faultId: randomUUID() };
+  const first = await admin.recordFault(request);
+  const retry = await admin.recordFault(request);
+  assert.equal(first.id, request.faultId);
+  assert.deepEqual(retry, first);
+  const { faults } = await admin.listFaults(instanceId);
+  assert.deepEqual(idsOf(faults), [first.id]);
+});
+
+test("getLatestFault returns the newest fault, with details only for an admin", async () => {
+  const instanceId = newInstanceId();
+  await recordResizeFailure(instanceId, 60);
+  const newest = await recordResizeFailure(instanceId, 30);
+
+  const forAdmin = await admin.getLatestFault(instanceId);
+  assert.equal(forAdmin?.id, newest.id);
+  assert.equal(forAdmin?.details, TRACE);
+
+  const forAnyone = await anonymous.getLatestFault(instanceId);
+  assert.equal(forAnyone?.id, newest.id);
+  assert.equal(forAnyone?.message, newest.message);
+  assert.equal(forAnyone?.details, "");
+});
+
+test("getLatestFault of an instance without faults is undefined", async () => {
+  assert.equal(await admin.getLatestFault(newInstanceId()), undefined);
+});
+
+test("batchGetLatestFaults returns the latest fault of each instance that has one", async () => {
+  const [first, second, faultless] = [newInstanceId(), newInstanceId(), newInstanceId()];
+  await recordResizeFailure(first, 60);
+  const firstLatest = await recordResizeFailure(first, 30);
+  const secondLatest = await recordResizeFailure(second);
+
+  const forAdmin = await admin.batchGetLatestFaults([first, second, faultless]);
+  assert.deepEqual(idsOf(forAdmin).sort(), [firstLatest.id, secondLatest.id].sort());
+  assert.ok(forAdmin.every((fault) => fault.details === TRACE));
+
+  const forAnyone = await anonymous.batchGetLatestFaults([first, second, faultless]);
+  assert.deepEqual(idsOf(forAnyone).sort(), [firstLatest.id, secondLatest.id].sort());
+  assert.ok(forAnyone.every((fault) => fault.details === ""));
+});
+
+test("listFaults pages through the history newest first", async () => {
+  const instanceId = newInstanceId();
+  const oldest = await recordResizeFailure(instanceId, 90);
+  const middle = await recordResizeFailure(instanceId, 60);
+  const newest = await recordResizeFailure(instanceId, 30);
+
+  const firstPage = await admin.listFaults(instanceId, { pageSize: 2 });
+  assert.deepEqual(idsOf(firstPage.faults), [newest.id, middle.id]);
+  assert.notEqual(firstPage.nextPageToken, "");
+  assert.ok(firstPage.faults.every((fault) => fault.details === TRACE));
+
+  const lastPage = await admin.listFaults(instanceId, {
+    pageSize: 2,
+    pageToken: firstPage.nextPageToken,
+  });
+  assert.deepEqual(idsOf(lastPage.faults), [oldest.id]);
+  assert.equal(lastPage.nextPageToken, "");
+
+  /** @type {Fault[]} */
+  const seenByAnyone = [];
+  for await (const fault of anonymous.allFaults(instanceId, { pageSize: 1 })) {
+    seenByAnyone.push(fault);
+  }
+  assert.deepEqual(idsOf(seenByAnyone), [newest.id, middle.id, oldest.id]);
+  assert.ok(seenByAnyone.every((fault) => fault.details === ""));
+});
+
+test("clearFaults clears every fault of the instance and says how many", async () => {
+  const instanceId = newInstanceId();
+  await recordResizeFailure(instanceId, 60);
+  await recordResizeFailure(instanceId, 30);
+
+  assert.equal(await admin.clearFaults(instanceId), 2);
+  assert.equal(await admin.getLatestFault(instanceId), undefined);
+  assert.deepEqual((await admin.listFaults(instanceId)).faults, []);
+  assert.equal(await admin.clearFaults(instanceId), 0);
+});
+
+test("an empty instance_id is INVALID_ARGUMENT naming the field", async (t) => {
+  /** @type {Record<string, () => Promise<unknown>>} */
+  const calls = {
+    recordFault: () => admin.recordFault({ instanceId: "", message: "Resize failed" }),
+    getLatestFault: () => admin.getLatestFault(""),
+    listFaults: () => admin.listFaults(""),
+    clearFaults: () => admin.clearFaults(""),
+  };
+  for (const [rpc, call] of Object.entries(calls)) {
+    await t.test(rpc, async () => {
+      await assert.rejects(call, (/** @type {unknown} */ error) => {
+        assert.ok(error instanceof ConnectError, `not a ConnectError: ${error}`);
+        assert.equal(error.code, Code.InvalidArgument, error.message);
+        const badRequest = error.details.find(
+          (detail) => "type" in detail && detail.type === "google.rpc.BadRequest",
+        );
+        assert.ok(
+          badRequest && "value" in badRequest && badRequest.value instanceof Uint8Array,
+          "carries a google.rpc.BadRequest",
+        );
+        assert.ok(
+          Buffer.from(badRequest.value).includes("instance_id"),
+          "the BadRequest names instance_id",
+        );
+        return true;
+      });
+    });
+  }
+});
