@@ -141,7 +141,11 @@ export class FaultClient {
     return Number(clearedCount);
   }
 
-  /** Closes the connection; calls made afterwards fail. */
+  /**
+   * Closes the connection now, cancelling calls still in flight. An idle
+   * connection does not keep the process alive, so this is for shutting down
+   * at once; a later call opens a new connection.
+   */
   close() {
     this.#sessions.abort();
   }
