@@ -1,11 +1,26 @@
-"""Python clients of faultsvc: an async client, and the `faultsvc` commands for people."""
+"""Python clients of faultsvc.
+
+`FaultServiceClient` calls the service; `FaultReporter` (async) and
+`SyncFaultReporter` (threads) report a service's faults in the background
+without ever blocking or failing it; `faultsvc_client.cli` holds the
+`faultsvc show` and `faultsvc faults list` commands; `faultsvc_client.notifier`
+turns oslo.messaging error notifications into faults.
+"""
 
 from faultsvc_client.client import FaultServiceClient, RetryPolicy, TlsConfig
-from faultsvc_client.errors import FaultServiceError
+from faultsvc_client.errors import FaultServiceError, FieldViolation
+from faultsvc_client.reporter import Backoff, FaultReporter, FaultReporting, ReporterStats
+from faultsvc_client.sync_reporter import SyncFaultReporter
 
 __all__ = [
+    "Backoff",
+    "FaultReporter",
+    "FaultReporting",
     "FaultServiceClient",
     "FaultServiceError",
+    "FieldViolation",
+    "ReporterStats",
     "RetryPolicy",
+    "SyncFaultReporter",
     "TlsConfig",
 ]

@@ -50,10 +50,13 @@ class FaultServiceError(Exception):
 
     def __str__(self) -> str:
         text = f"{self.code.name}: {self.details}"
-        if self.field_violations:
-            fields = "; ".join(f"{v.field}: {v.description}" for v in self.field_violations)
-            text = f"{text} ({fields})"
-        return text
+        # Servers often say the same in their message; say it once.
+        unsaid = [
+            f"{v.field}: {v.description}"
+            for v in self.field_violations
+            if f"{v.field}: {v.description}" not in self.details
+        ]
+        return f"{text} ({'; '.join(unsaid)})" if unsaid else text
 
 
 def field_violations_of(error: grpc.aio.AioRpcError) -> tuple[FieldViolation, ...]:

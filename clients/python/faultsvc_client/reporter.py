@@ -1,0 +1,431 @@
+"""Reports faults from a service without ever blocking or failing it.
+
+`report()` only puts the fault on a bounded in-memory queue; a background
+task owned by the reporter sends the queue to faultsvc one fault at a time,
+in order. While faultsvc is unreachable the task retries the same fault with
+exponential backoff and jitter; every fault carries a `fault_id` made when it
+was reported, so a retry whose first attempt did land is not recorded twice,
+and the time of the error (`occur_time`), so a fault delivered late keeps its
+true date. When the queue is full the oldest waiting fault is dropped: the
+newest faults are the ones people look at. A fault the server rejects (an
+invalid argument, say) is logged and dropped rather than retried forever.
+
+    reporter = FaultReporter("faultsvc.example:50051", source="taskmanager")
+    await reporter.start()
+    ...
+    reporter.report(instance_id, "Volume attach failed")
+    async with reporter.reporting(instance_id):
+        await prepare_guest()       # an exception is reported and re-raised
+    ...
+    await reporter.close(timeout=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import inspect
+import logging
+import random
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal, ParamSpec, Self, TypeVar, cast
+
+import grpc
+
+from faultsvc_client.client import DEFAULT_TARGET, FaultServiceClient, TlsConfig
+from faultsvc_client.errors import FaultServiceError
+from faultsvc_client.fault_info import (
+    exception_details,
+    exception_message,
+    process_name,
+    truncate_details_for_transport,
+    truncate_message_for_transport,
+)
+
+LOG = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+# Worth retrying: the service (or its database) is down or slow, or the call
+# was cut off; the same fault_id makes the retry safe. Anything else is an
+# answer about this fault, and retrying it would only block the ones behind.
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between attempts to deliver a fault while faultsvc is unreachable.
+
+    The n-th delay is `initial * multiplier**n`, capped at `maximum`, then
+    shortened by a random fraction up to `jitter` so that many reporters do
+    not retry in step after an outage.
+    """
+
+    initial: float = 0.2
+    maximum: float = 10.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def delay(self, failures: int) -> float:
+        exponent = min(max(failures - 1, 0), 64)
+        capped = min(self.maximum, self.initial * self.multiplier**exponent)
+        return capped * (1.0 - self.jitter * random.random())
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+@dataclass
+class ReporterStats:
+    """What the reporter did with the faults it was given."""
+
+    reported: int = 0
+    delivered: int = 0
+    # Dropped to make room when the queue was full, or reported after close.
+    dropped: int = 0
+    # Refused by the server (e.g. INVALID_ARGUMENT), or unsendable.
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class PendingFault:
+    """A fault waiting to be delivered, fixed at the moment it was reported."""
+
+    fault_id: str
+    instance_id: str
+    message: str
+    details: str
+    occur_time: datetime
+
+
+class FaultReporting:
+    """Reports an exception escaping a block or a function, then re-raises it.
+
+    A context manager (`with` and `async with`) and a decorator (of plain and
+    of async functions). Only `Exception`s are reported: cancellation,
+    KeyboardInterrupt and SystemExit are not faults of the instance.
+    """
+
+    def __init__(
+        self, report_exception: Callable[[str, BaseException], object], instance_id: str
+    ) -> None:
+        self._report_exception = report_exception
+        self._instance_id = instance_id
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Literal[False]:
+        if isinstance(exc, Exception):
+            self._report_exception(self._instance_id, exc)
+        return False
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Literal[False]:
+        return self.__exit__(exc_type, exc, traceback)
+
+    def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def report_from_coroutine(*args: _P.args, **kwargs: _P.kwargs) -> Any:
+                with self:
+                    return await func(*args, **kwargs)
+
+            return cast(Callable[_P, _R], report_from_coroutine)
+
+        @functools.wraps(func)
+        def report_from_function(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            with self:
+                return func(*args, **kwargs)
+
+        return report_from_function
+
+
+class FaultReporter:
+    """Delivers faults to faultsvc in the background; see the module's doc.
+
+    `report`, `report_exception` and `reporting` may be called from any
+    thread and never raise. `start`, `flush` and `close` are coroutines of
+    the event loop the reporter runs on; `SyncFaultReporter` gives threaded
+    code its own loop.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        tls: TlsConfig | None = None,
+        source: str | None = None,
+        host: str | None = None,
+        max_queue_size: int = 1_000,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        call_timeout: float = 5.0,
+    ) -> None:
+        if max_queue_size < 1:
+            raise ValueError("max_queue_size must be at least 1")
+        self.target = target
+        self.source = source if source is not None else process_name()
+        self.host = host if host is not None else socket.gethostname()
+        self.stats = ReporterStats()
+        self._token = token
+        self._tls = tls
+        self._max_queue_size = max_queue_size
+        self._backoff = backoff
+        self._call_timeout = call_timeout
+        self._queue: collections.deque[PendingFault] = collections.deque()
+        self._sending: PendingFault | None = None
+        self._has_faults = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._overflowing = False
+        self._clock_lock = threading.Lock()
+        self._last_occur_time = datetime.min.replace(tzinfo=UTC)
+        self._client: FaultServiceClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """How many faults are waiting or being sent."""
+        return len(self._queue)
+
+    async def start(self) -> None:
+        """Starts delivering, on the running event loop."""
+        if self._task is not None:
+            raise RuntimeError("the reporter is already started")
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._client = FaultServiceClient.connect(
+            self.target, token=self._token, tls=self._tls, timeout=self._call_timeout
+        )
+        self._task = asyncio.create_task(self._deliver_forever(), name="faultsvc-reporter")
+        self._task.add_done_callback(self._log_if_stopped_by_error)
+
+    # A drain budget, not a cancellation: asyncio.timeout() around the call
+    # would raise instead of answering, and cut close() short of its cleanup.
+    async def flush(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Waits until every fault reported so far is delivered or given up on.
+
+        Returns False if `timeout` seconds passed first.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                await self._drained.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, timeout: float | None = 5.0) -> None:  # noqa: ASYNC109
+        """Delivers what it can within `timeout` seconds, then stops.
+
+        Faults still queued then are lost (and logged); faults reported after
+        close are dropped.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None and not await self.flush(timeout):
+            LOG.warning(
+                "closing with %d fault(s) not delivered to faultsvc at %s",
+                len(self._queue),
+                self.target,
+            )
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client is not None:
+            await self._client.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def report(self, instance_id: str, message: str, details: str | None = None) -> str | None:
+        """Queues a fault of the instance; returns its fault_id (None if it could not)."""
+        try:
+            fault = PendingFault(
+                fault_id=str(uuid.uuid4()),
+                instance_id=instance_id,
+                message=truncate_message_for_transport(message),
+                details=truncate_details_for_transport(details or ""),
+                occur_time=self._now(),
+            )
+            self._submit(fault)
+        except Exception:
+            LOG.exception("could not queue a fault of instance %s", instance_id)
+            return None
+        return fault.fault_id
+
+    def report_exception(self, instance_id: str, exc: BaseException) -> str | None:
+        """Queues the exception as a fault: its message, and its traceback as details."""
+        try:
+            message, details = exception_message(exc), exception_details(exc)
+        except Exception:
+            LOG.exception("could not describe %r as a fault", type(exc))
+            message, details = type(exc).__name__, ""
+        return self.report(instance_id, message, details)
+
+    def reporting(self, instance_id: str) -> FaultReporting:
+        """A context manager and decorator that reports an escaping exception."""
+        return FaultReporting(self.report_exception, instance_id)
+
+    def _now(self) -> datetime:
+        # Strictly increasing, so faults reported in the same microsecond (or
+        # across a clock step back) keep the order they were reported in.
+        with self._clock_lock:
+            now = max(datetime.now(UTC), self._last_occur_time + timedelta(microseconds=1))
+            self._last_occur_time = now
+        return now
+
+    def _submit(self, fault: PendingFault) -> None:
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            self._enqueue(fault)
+            return
+        try:
+            loop.call_soon_threadsafe(self._enqueue, fault)
+        except RuntimeError:  # the loop is closed: the reporter is gone
+            self.stats.reported += 1
+            self.stats.dropped += 1
+            LOG.warning("dropped fault %s: the reporter is closed", fault.fault_id)
+
+    def _enqueue(self, fault: PendingFault) -> None:
+        self.stats.reported += 1
+        if self._closed:
+            self.stats.dropped += 1
+            LOG.warning("dropped fault %s: the reporter is closed", fault.fault_id)
+            return
+        waiting = len(self._queue) - (1 if self._sending is not None else 0)
+        if waiting >= self._max_queue_size:
+            self._drop_oldest_waiting()
+        self._queue.append(fault)
+        self._drained.clear()
+        self._has_faults.set()
+
+    def _drop_oldest_waiting(self) -> None:
+        # The fault being sent stays: its call may already have landed.
+        index = 1 if self._sending is not None else 0
+        dropped = self._queue[index]
+        del self._queue[index]
+        self.stats.dropped += 1
+        if not self._overflowing:
+            self._overflowing = True
+            LOG.warning(
+                "fault queue full (%d): dropping the oldest faults, first %s of instance %s",
+                self._max_queue_size,
+                dropped.fault_id,
+                dropped.instance_id,
+            )
+
+    async def _deliver_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._has_faults.wait()
+                fault = self._queue[0]
+                self._sending = fault
+                try:
+                    done = await self._deliver(fault)
+                finally:
+                    self._sending = None
+                if done:
+                    failures = 0
+                    self._forget(fault)
+                    continue
+                failures += 1
+                await asyncio.sleep(self._backoff.delay(failures))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never die silently: the reporter's whole job is to outlast
+                # the failures around it.
+                LOG.exception("unexpected error in the fault reporter; carrying on")
+                failures += 1
+                await asyncio.sleep(self._backoff.delay(failures))
+
+    async def _deliver(self, fault: PendingFault) -> bool:
+        """One attempt; True when the fault is done with (delivered or rejected)."""
+        assert self._client is not None
+        try:
+            await self._client.record_fault(
+                fault.instance_id,
+                fault.message,
+                details=fault.details,
+                source=self.source,
+                host=self.host,
+                fault_id=fault.fault_id,
+                occur_time=fault.occur_time,
+            )
+        except FaultServiceError as error:
+            if error.code in RETRYABLE_CODES:
+                LOG.debug("faultsvc at %s unavailable, will retry: %s", self.target, error)
+                return False
+            self.stats.rejected += 1
+            LOG.error(
+                "faultsvc rejected fault %s of instance %s, dropping it: %s",
+                fault.fault_id,
+                fault.instance_id,
+                error,
+            )
+            return True
+        except Exception:
+            self.stats.rejected += 1
+            LOG.exception("could not send fault %s, dropping it", fault.fault_id)
+            return True
+        self.stats.delivered += 1
+        return True
+
+    def _forget(self, fault: PendingFault) -> None:
+        if self._queue and self._queue[0] is fault:
+            self._queue.popleft()
+        if self._overflowing and len(self._queue) < self._max_queue_size:
+            self._overflowing = False
+            LOG.warning("fault queue has room again; %d fault(s) dropped", self.stats.dropped)
+        if not self._queue:
+            self._has_faults.clear()
+            self._drained.set()
+
+    def _log_if_stopped_by_error(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            LOG.error("the fault reporter stopped", exc_info=task.exception())
