@@ -1,0 +1,83 @@
+"""Admin-only fields never reach a caller that is not an admin, on any RPC."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from google.protobuf.message import Message
+
+from faultsvc.v1 import fault_service_pb2 as pb
+from tests.support.calls import Stub, record
+from tests.support.redaction import admin_only_values
+
+SERVICE = pb.DESCRIPTOR.services_by_name["FaultService"]
+
+# One request per RPC, for an instance that has faults. A new RPC fails
+# test_every_rpc_has_a_request until it is added here, and is then covered.
+REQUESTS: dict[str, Callable[[str], Message]] = {
+    "RecordFault": lambda instance: pb.RecordFaultRequest(
+        instance_id=instance, message="again", details="Traceback: secret frame"
+    ),
+    "GetLatestFault": lambda instance: pb.GetLatestFaultRequest(instance_id=instance),
+    "BatchGetLatestFaults": lambda instance: pb.BatchGetLatestFaultsRequest(
+        instance_ids=[instance, str(uuid.uuid4())]
+    ),
+    "ListFaults": lambda instance: pb.ListFaultsRequest(instance_id=instance, page_size=1),
+    "ClearFaults": lambda instance: pb.ClearFaultsRequest(instance_id=instance),
+}
+
+NOT_ADMIN = [
+    None,
+    (("x-roles", "member,reader"),),
+    (("x-roles", ""),),
+    (("x-roles", "administrator"),),
+    (("x-roles", "admin-ish, not-admin"),),
+    (("x-role", "admin"),),
+    (("x-roles-bin", b"admin"),),
+]
+ADMIN = [
+    (("x-roles", "admin"),),
+    (("x-roles", "member, Admin"),),
+    (("x-roles", "reader"), ("x-roles", "admin")),
+]
+
+
+def test_every_rpc_has_a_request() -> None:
+    assert set(REQUESTS) == {method.name for method in SERVICE.methods}
+
+
+async def call(stub: Stub, method: str, metadata: object) -> Message:
+    instance = str(uuid.uuid4())
+    await record(stub, instance, "boom", details="Traceback: secret frame")
+    await record(stub, instance, "boom again", details="Traceback: secret frame")
+    response: Message = await getattr(stub, method)(REQUESTS[method](instance), metadata=metadata)
+    return response
+
+
+@pytest.mark.parametrize("metadata", NOT_ADMIN)
+@pytest.mark.parametrize("method", [method.name for method in SERVICE.methods])
+async def test_non_admin_never_sees_details_on_any_rpc(
+    stub: Stub, method: str, metadata: object
+) -> None:
+    response = await call(stub, method, metadata)
+    assert admin_only_values(response) == []
+
+
+@pytest.mark.parametrize("metadata", ADMIN)
+@pytest.mark.parametrize(
+    "method", ["RecordFault", "GetLatestFault", "BatchGetLatestFaults", "ListFaults"]
+)
+async def test_admin_sees_details(stub: Stub, method: str, metadata: object) -> None:
+    response = await call(stub, method, metadata)
+    assert admin_only_values(response)
+    assert "Traceback: secret frame" in str(response)
+
+
+async def test_non_admin_sees_everything_else(stub: Stub) -> None:
+    instance = str(uuid.uuid4())
+    recorded = await record(stub, instance, "boom", details="trace", source="api", host="h1")
+    latest = (await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id=instance))).fault
+    recorded.ClearField("details")
+    assert latest == recorded
