@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from faultsvc_client import cli as client_cli
 from pydantic import ValidationError
 
 from faultsvc import serving
@@ -62,12 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--older-than", type=float, required=True, metavar="DAYS")
     purge.set_defaults(func=_db_purge)
 
-    try:  # TEMPORARY
-        from faultsvc_client import cli as client_cli
-
-        client_cli.register(commands)
-    except ImportError:
-        pass
+    client_cli.register(commands)
     return parser
 
 

@@ -11,6 +11,7 @@ import pytest
 from faultsvc.app import FaultServer, build_server
 from faultsvc.config import Settings
 from faultsvc.v1 import fault_service_pb2_grpc
+from tests.support.calls import Stub
 from tests.support.databases import BACKENDS, fresh_database
 
 
@@ -36,6 +37,6 @@ async def server(settings: Settings) -> AsyncIterator[FaultServer]:
 
 
 @pytest.fixture
-async def stub(server: FaultServer) -> AsyncIterator[fault_service_pb2_grpc.FaultServiceStub]:
+async def stub(server: FaultServer) -> AsyncIterator[Stub]:
     async with grpc.aio.insecure_channel(server.target) as channel:
         yield fault_service_pb2_grpc.FaultServiceStub(channel)

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf.message import Message
 
 from faultsvc.v1 import fault_service_pb2 as pb
-from tests.support.calls import Stub, record
+from tests.support.calls import Metadata, Stub, record
 from tests.support.redaction import admin_only_values
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FaultService"]
@@ -28,7 +28,7 @@ REQUESTS: dict[str, Callable[[str], Message]] = {
     "ClearFaults": lambda instance: pb.ClearFaultsRequest(instance_id=instance),
 }
 
-NOT_ADMIN = [
+NOT_ADMIN: list[Metadata] = [
     None,
     (("x-roles", "member,reader"),),
     (("x-roles", ""),),
@@ -37,7 +37,7 @@ NOT_ADMIN = [
     (("x-role", "admin"),),
     (("x-roles-bin", b"admin"),),
 ]
-ADMIN = [
+ADMIN: list[Metadata] = [
     (("x-roles", "admin"),),
     (("x-roles", "member, Admin"),),
     (("x-roles", "reader"), ("x-roles", "admin")),
@@ -48,7 +48,7 @@ def test_every_rpc_has_a_request() -> None:
     assert set(REQUESTS) == {method.name for method in SERVICE.methods}
 
 
-async def call(stub: Stub, method: str, metadata: object) -> Message:
+async def call(stub: Stub, method: str, metadata: Metadata) -> Message:
     instance = str(uuid.uuid4())
     await record(stub, instance, "boom", details="Traceback: secret frame")
     await record(stub, instance, "boom again", details="Traceback: secret frame")
@@ -59,7 +59,7 @@ async def call(stub: Stub, method: str, metadata: object) -> Message:
 @pytest.mark.parametrize("metadata", NOT_ADMIN)
 @pytest.mark.parametrize("method", [method.name for method in SERVICE.methods])
 async def test_non_admin_never_sees_details_on_any_rpc(
-    stub: Stub, method: str, metadata: object
+    stub: Stub, method: str, metadata: Metadata
 ) -> None:
     response = await call(stub, method, metadata)
     assert admin_only_values(response) == []
@@ -69,7 +69,7 @@ async def test_non_admin_never_sees_details_on_any_rpc(
 @pytest.mark.parametrize(
     "method", ["RecordFault", "GetLatestFault", "BatchGetLatestFaults", "ListFaults"]
 )
-async def test_admin_sees_details(stub: Stub, method: str, metadata: object) -> None:
+async def test_admin_sees_details(stub: Stub, method: str, metadata: Metadata) -> None:
     response = await call(stub, method, metadata)
     assert admin_only_values(response)
     assert "Traceback: secret frame" in str(response)

@@ -6,9 +6,9 @@ import uuid
 
 import grpc
 
+from faultsvc.v1 import fault_pb2, fault_service_pb2_grpc
 from faultsvc.v1 import fault_service_pb2 as pb
-from faultsvc.v1 import fault_service_pb2_grpc
-from tests.support.calls import ADMIN
+from tests.support.calls import ADMIN, Metadata
 from tests.support.servers import ServerProcess
 
 TRACEBACK = """Traceback (most recent call last):
@@ -17,7 +17,9 @@ TRACEBACK = """Traceback (most recent call last):
 RuntimeError: A guest error occurred"""
 
 
-def faults_through_every_rpc(target: str, instance: str, metadata: object) -> list[pb.Fault]:
+def faults_through_every_rpc(
+    target: str, instance: str, metadata: Metadata
+) -> list[fault_pb2.Fault]:
     with grpc.insecure_channel(target) as channel:
         stub = fault_service_pb2_grpc.FaultServiceStub(channel)
         latest = stub.GetLatestFault(

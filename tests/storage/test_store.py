@@ -158,7 +158,7 @@ async def test_a_failing_batch_fails_only_its_callers() -> None:
         *(batcher.submit(n) for n in (1, 2, 13, 3)), return_exceptions=True
     )
     await batcher.close()
-    assert results[0] == 1 and results[3] == 3
+    assert (results[0], results[3]) == (1, 3)
     assert isinstance(results[1], ValueError)
     assert isinstance(results[2], FaultServiceError)
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from faultsvc.v1 import fault_pb2, fault_service_pb2_grpc
 from faultsvc.v1 import fault_service_pb2 as pb
-from faultsvc.v1 import fault_service_pb2_grpc
 
-Stub = fault_service_pb2_grpc.FaultServiceStub
-ADMIN = (("x-roles", "admin"),)
+# Only the type stubs know the async stub class; at run time the stub adapts to its channel.
+Stub: TypeAlias = "fault_service_pb2_grpc.FaultServiceAsyncStub"
+Metadata = tuple[tuple[str, str | bytes], ...] | None
+ADMIN: Metadata = (("x-roles", "admin"),)
 
 
-async def record(stub: Stub, instance_id: str, message: str = "boom", **fields: object) -> pb.Fault:
+async def record(
+    stub: Stub, instance_id: str, message: str = "boom", **fields: object
+) -> fault_pb2.Fault:
     response = await stub.RecordFault(
         pb.RecordFaultRequest(instance_id=instance_id, message=message, **fields)  # type: ignore[arg-type]
     )

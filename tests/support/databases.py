@@ -20,7 +20,7 @@ def sqlite_url(directory: Path) -> str:
     return f"sqlite+aiosqlite:///{directory / 'faults.db'}"
 
 
-def mysql_admin_connection() -> pymysql.connections.Connection:  # type: ignore[type-arg]
+def mysql_admin_connection() -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
     url = make_url(MYSQL_URL)
     return pymysql.connect(
         host=url.host or "127.0.0.1",

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,7 +30,7 @@ def wait_until_serving(target: str, timeout: float = START_TIMEOUT) -> None:
     """Waits until grpc.health.v1 answers SERVING for the whole server."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        health: Any = health_pb2_grpc.HealthStub(channel)  # its type stubs omit the methods
         while True:
             try:
                 status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -67,7 +69,7 @@ def test_a_new_admin_only_field_is_stripped_with_no_code() -> None:
     pool.Add(proto)
     node_class = message_factory.GetMessageClass(pool.FindMessageTypeByName("future.Node"))
 
-    message = node_class(secret="s", public="p")
+    message: Any = node_class(secret="s", public="p")
     message.child.secret = "s"
     message.child.child.secret = "s"
     message.by_name["x"].secret = "s"

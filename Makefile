@@ -1,0 +1,49 @@
+# The two commands of the README: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NODE := clients/node
+
+.PHONY: serve test lint check-generated python-tests node-tests generate bench clean
+
+# Sets up and runs the service on the embedded default (SQLite, ./faultsvc.db).
+serve: $(VENV)/.installed
+	$(BIN)/faultsvc serve
+
+# Sets up and runs the whole test suite, the linters and the type checker.
+test: $(VENV)/.installed $(NODE)/node_modules/.installed
+	scripts/ensure-services.sh
+	$(MAKE) lint check-generated python-tests node-tests
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd $(NODE) && npm run --silent lint:protos && npm run --silent breaking
+
+check-generated:
+	cd $(NODE) && npm run --silent check-generated
+
+python-tests:
+	$(BIN)/pytest
+
+node-tests:
+	cd $(NODE) && PATH="$(CURDIR)/$(BIN):$$PATH" npm test
+
+# Regenerates the Python code of the contract after a change to protos/.
+generate: $(VENV)/.installed
+	$(BIN)/python scripts/gen_protos.py
+	cd $(NODE) && npm run generate
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(NODE)/node_modules/.installed: $(NODE)/package.json $(NODE)/package-lock.json
+	cd $(NODE) && npm ci --no-audit --no-fund
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(NODE)/node_modules
