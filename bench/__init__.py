@@ -1,0 +1,1 @@
+"""The faultsvc benchmark: the real server beside a bare gRPC echo server, driven by h2load."""
