@@ -93,19 +93,25 @@ class ServerProcess:
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then waits; returns the exit code."""
-        return self._end(signal.SIGTERM, timeout)
+        self.terminate()
+        return self.wait(timeout)
 
-    def kill(self) -> int:
-        return self._end(signal.SIGKILL, 10.0)
+    def terminate(self) -> None:
+        """SIGTERM, once; the server then shuts down gracefully."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
 
-    def _end(self, signum: int, timeout: float) -> int:
+    def wait(self, timeout: float = 30.0) -> int:
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
         code = self.process.wait(timeout)
         self.process = None
         return code
+
+    def kill(self) -> int:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        return self.wait()
 
     def __enter__(self) -> ServerProcess:
         return self.start()
