@@ -28,6 +28,7 @@ async def test_sigterm_lets_in_flight_calls_finish(database_url: str) -> None:
     server = ServerProcess(database_url).start()
     acknowledged: list[str] = []
     refused: list[grpc.StatusCode] = []
+    under_load = asyncio.Event()
 
     async def report(stub: fault_service_pb2_grpc.FaultServiceAsyncStub, n: int) -> None:
         try:
@@ -35,14 +36,15 @@ async def test_sigterm_lets_in_flight_calls_finish(database_url: str) -> None:
                 pb.RecordFaultRequest(instance_id=instance, message=f"fault {n}"), timeout=20
             )
             acknowledged.append(response.fault.id)
+            if len(acknowledged) == 20:
+                under_load.set()
         except grpc.aio.AioRpcError as error:
             refused.append(error.code())
 
     async with grpc.aio.insecure_channel(server.target) as channel:
         stub = fault_service_pb2_grpc.FaultServiceStub(channel)
         calls = [asyncio.create_task(report(stub, n)) for n in range(400)]
-        while len(acknowledged) < 20:
-            await asyncio.sleep(0.001)
+        await under_load.wait()
         server.terminate()
         acknowledged_before_sigterm = len(acknowledged)
         await asyncio.gather(*calls)
