@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD_TIMEOUT = 60.0
 
 
-def python_env(**extra: str) -> dict[str, str]:
+def python_env(paths: Sequence[str] = (), **extra: str) -> dict[str, str]:
     """The environment of a child Python that imports this checkout, installed or not."""
-    paths = [str(ROOT / "clients" / "python"), str(ROOT)]
+    paths = [*paths, str(ROOT / "clients" / "python"), str(ROOT)]
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}

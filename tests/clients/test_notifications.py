@@ -23,10 +23,18 @@ class RecordingReporter:
     """Stands in for a FaultReporter: remembers what it was asked to report."""
 
     def __init__(self) -> None:
-        self.reports: list[tuple[str, str, str | None]] = []
+        self.reports: list[tuple[str, str, str | None, str | None, str | None]] = []
 
-    def report(self, instance_id: str, message: str, details: str | None = None) -> str | None:
-        self.reports.append((instance_id, message, details))
+    def report(
+        self,
+        instance_id: str,
+        message: str,
+        details: str | None = None,
+        *,
+        source: str | None = None,
+        host: str | None = None,
+    ) -> str | None:
+        self.reports.append((instance_id, message, details, source, host))
         return "fault-id"
 
 
@@ -132,7 +140,26 @@ def test_record_error_notification_reports_errors_only() -> None:
     assert record_error_notification(reporter, "x.start", payload, "INFO") is None
     assert record_error_notification(reporter, "x.error", payload, "ERROR") == "fault-id"
 
-    assert reporter.reports == [(INSTANCE, "failed", TRACEBACK)]
+    assert reporter.reports == [(INSTANCE, "failed", TRACEBACK, None, None)]
+
+
+@pytest.mark.parametrize(
+    ("publisher_id", "source", "host"),
+    [
+        ("taskmanager.tm-1.example.org", "taskmanager", "tm-1.example.org"),
+        ("conductor", "conductor", None),
+        (None, None, None),
+    ],
+)
+def test_the_publisher_names_the_source_and_host(
+    publisher_id: str | None, source: str | None, host: str | None
+) -> None:
+    reporter = RecordingReporter()
+    payload = {"instance_id": INSTANCE, "message": "failed"}
+
+    record_error_notification(reporter, "x.error", payload, "ERROR", publisher_id)
+
+    assert reporter.reports == [(INSTANCE, "failed", "", source, host)]
 
 
 @pytest.mark.parametrize("payload", [{"message": "no instance named"}, "a string", None, [1, 2]])

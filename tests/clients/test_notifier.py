@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import oslo_messaging  # type: ignore[import-untyped]
@@ -15,38 +14,17 @@ from oslo_config import cfg
 from faultsvc.v1.fault_pb2 import Fault
 from tests.support.servers import ServerProcess
 
-DRIVERS = "oslo.messaging.notify.drivers"
 TRACEBACK = """Traceback (most recent call last):
   File "/opt/trove/taskmanager/models.py", line 512, in create_instance
     volume_info = self._create_volume(volume_size)
 trove.common.exception.VolumeCreationFailure: Failed to create a volume in Nova."""
 
 
-@pytest.fixture
-def faultsvc_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The driver's entry point, made visible the way installing the project would."""
-    if entry_points(group=DRIVERS, name="faultsvc"):
-        return
-    dist_info = tmp_path / "entry-points" / "faultsvc_notifier-0.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: faultsvc-notifier\nVersion: 0\n"
-    )
-    (dist_info / "entry_points.txt").write_text(
-        f"[{DRIVERS}]\nfaultsvc = faultsvc_client.notifier:FaultNotifierDriver\n"
-    )
-    monkeypatch.syspath_prepend(str(dist_info.parent))
-
-
 def service_config(tmp_path: Path, target: str) -> cfg.ConfigOpts:
     """A service's configuration with the driver enabled, read from its config file."""
     config_file = tmp_path / "taskmanager.conf"
     config_file.write_text(
-        "[oslo_messaging_notifications]\n"
-        "driver = faultsvc\n"
-        "[faultsvc]\n"
-        f"target = {target}\n"
-        "source = taskmanager\n"
+        f"[oslo_messaging_notifications]\ndriver = faultsvc\n[faultsvc]\ntarget = {target}\n"
     )
     conf = cfg.ConfigOpts()
     conf(args=[], project="taskmanager", default_config_files=[str(config_file)])
@@ -63,7 +41,7 @@ async def faults_once_there_are(target: str, instance: str, count: int) -> list[
                 await asyncio.sleep(0.05)
 
 
-@pytest.mark.usefixtures("faultsvc_driver")
+@pytest.mark.usefixtures("notifier_driver_paths")
 async def test_error_notifications_become_faults_and_others_are_ignored(
     faultsvc_process: ServerProcess, tmp_path: Path
 ) -> None:
@@ -94,4 +72,4 @@ async def test_error_notifications_become_faults_and_others_are_ignored(
         ("Reboot failed", ""),
         ("Volume creation failed", TRACEBACK),
     ]
-    assert {fault.source for fault in history} == {"taskmanager"}
+    assert {(fault.source, fault.host) for fault in history} == {("taskmanager", "tm-1")}

@@ -41,7 +41,15 @@ TRACEBACK_HEADER = "Traceback (most recent call last)"
 class Reporter(Protocol):
     """What records a fault: `FaultReporter` or `SyncFaultReporter`."""
 
-    def report(self, instance_id: str, message: str, details: str | None = None) -> str | None: ...
+    def report(
+        self,
+        instance_id: str,
+        message: str,
+        details: str | None = None,
+        *,
+        source: str | None = None,
+        host: str | None = None,
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -60,13 +68,19 @@ def is_error_notification(event_type: str, priority: str) -> bool:
 
 
 def record_error_notification(
-    reporter: Reporter, event_type: str, payload: Any, priority: str
+    reporter: Reporter,
+    event_type: str,
+    payload: Any,
+    priority: str,
+    publisher_id: str | None = None,
 ) -> str | None:
     """Reports the fault an error notification describes; returns its fault_id.
 
-    Returns None, and does nothing, for a notification that is no error or
-    names no instance. Never raises: a notification callback must not break
-    the notifier that calls it.
+    `publisher_id` ("<service>.<host>", as oslo.messaging notifiers name
+    themselves) gives the fault's source and host; without it, the
+    reporter's own. Returns None, and does nothing, for a notification that
+    is no error or names no instance. Never raises: a notification callback
+    must not break the notifier that calls it.
     """
     try:
         if not is_error_notification(event_type, priority):
@@ -75,10 +89,21 @@ def record_error_notification(
         if fault is None:
             LOG.debug("error notification %s names no instance; not recorded", event_type)
             return None
-        return reporter.report(fault.instance_id, fault.message, fault.details)
+        source, host = publisher_source_and_host(publisher_id)
+        return reporter.report(
+            fault.instance_id, fault.message, fault.details, source=source, host=host
+        )
     except Exception:
         LOG.exception("could not record error notification %s as a fault", event_type)
         return None
+
+
+def publisher_source_and_host(publisher_id: str | None) -> tuple[str | None, str | None]:
+    """("compute", "host1.example.org") from "compute.host1.example.org"."""
+    if not publisher_id:
+        return None, None
+    service, _, host = publisher_id.partition(".")
+    return service or None, host or None
 
 
 def fault_from_notification(event_type: str, payload: Any) -> NotifiedFault | None:

@@ -10,8 +10,9 @@ Enable it beside the service's other notification drivers:
 
 Every notification of priority ERROR or CRITICAL, or whose event type ends
 in `.error`, that names an instance is recorded as the instance's fault
-(see `faultsvc_client.notifications` for the payloads understood); the
-others are ignored at the cost of one comparison. Faults go through a
+(see `faultsvc_client.notifications` for the payloads understood), with
+the notifier's publisher_id ("taskmanager.host1") as its source and host;
+the others are ignored at the cost of one comparison. Faults go through a
 `SyncFaultReporter`, so a notification never waits for faultsvc, and one
 sent while faultsvc is down is delivered when it is back.
 
@@ -53,7 +54,11 @@ OPTS = [
     cfg.StrOpt("ca_file", help="CA certificates to verify faultsvc with; turns TLS on."),
     cfg.StrOpt("cert_file", help="Client certificate, for mutual TLS."),
     cfg.StrOpt("key_file", help="Client private key, for mutual TLS."),
-    cfg.StrOpt("source", help="The component named in each fault. Unset: the process name."),
+    cfg.StrOpt(
+        "source",
+        help="The component named in faults whose notification has no publisher_id. "
+        "Unset: the process name.",
+    ),
     cfg.IntOpt(
         "queue_size",
         default=1000,
@@ -114,7 +119,13 @@ class FaultNotifierDriver(notifier.Driver):  # type: ignore[misc]
         except Exception:
             LOG.exception("could not start the fault reporter; %s not recorded", event_type)
             return
-        record_error_notification(self._reporter, event_type, message.get("payload"), priority)
+        record_error_notification(
+            self._reporter,
+            event_type,
+            message.get("payload"),
+            priority,
+            publisher_id=message.get("publisher_id"),
+        )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until the faults of earlier notifications are delivered."""

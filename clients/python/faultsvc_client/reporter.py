@@ -112,6 +112,8 @@ class PendingFault:
     message: str
     details: str
     occur_time: datetime
+    source: str
+    host: str
 
 
 class FaultReporting:
@@ -281,8 +283,20 @@ class FaultReporter:
     ) -> None:
         await self.close()
 
-    def report(self, instance_id: str, message: str, details: str | None = None) -> str | None:
-        """Queues a fault of the instance; returns its fault_id (None if it could not)."""
+    def report(
+        self,
+        instance_id: str,
+        message: str,
+        details: str | None = None,
+        *,
+        source: str | None = None,
+        host: str | None = None,
+    ) -> str | None:
+        """Queues a fault of the instance; returns its fault_id (None if it could not).
+
+        `source` and `host` name where the error happened when that is not
+        the reporter's own component and host (a notification's publisher).
+        """
         try:
             fault = PendingFault(
                 fault_id=str(uuid.uuid4()),
@@ -290,6 +304,8 @@ class FaultReporter:
                 message=truncate_message_for_transport(message),
                 details=truncate_details_for_transport(details or ""),
                 occur_time=self._now(),
+                source=source or self.source,
+                host=host or self.host,
             )
             self._submit(fault)
         except Exception:
@@ -392,8 +408,8 @@ class FaultReporter:
                 fault.instance_id,
                 fault.message,
                 details=fault.details,
-                source=self.source,
-                host=self.host,
+                source=fault.source,
+                host=fault.host,
                 fault_id=fault.fault_id,
                 occur_time=fault.occur_time,
             )

@@ -115,9 +115,17 @@ class SyncFaultReporter:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(_LOOP_GRACE)
 
-    def report(self, instance_id: str, message: str, details: str | None = None) -> str | None:
+    def report(
+        self,
+        instance_id: str,
+        message: str,
+        details: str | None = None,
+        *,
+        source: str | None = None,
+        host: str | None = None,
+    ) -> str | None:
         """Queues a fault of the instance; returns its fault_id (None if it could not)."""
-        return self._reporter.report(instance_id, message, details)
+        return self._reporter.report(instance_id, message, details, source=source, host=host)
 
     def report_exception(self, instance_id: str, exc: BaseException) -> str | None:
         """Queues the exception as a fault: its message, and its traceback as details."""
