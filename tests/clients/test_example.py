@@ -1,0 +1,35 @@
+"""The example component runs and its faults arrive, as the README shows it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from faultsvc_client import FaultServiceClient
+
+from tests.clients.processes import ROOT, python_env, run_python
+from tests.support.servers import ServerProcess
+
+
+async def test_example_component_reports_a_notified_and_a_direct_fault(
+    faultsvc_process: ServerProcess, notifier_driver_paths: list[str]
+) -> None:
+    instance = str(uuid.uuid4())
+    env = python_env(notifier_driver_paths, FAULTSVC_TARGET=faultsvc_process.target)
+
+    ran = await asyncio.to_thread(
+        run_python, [str(ROOT / "examples" / "component.py"), instance], env
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    async with FaultServiceClient.connect(faultsvc_process.target, roles=["admin"]) as client:
+        faults = [fault async for fault in client.iter_faults(instance)]
+    assert sorted(fault.message for fault in faults) == [
+        f"A guest error occurred on {instance}",
+        "Volume creation failed",
+    ]
+    direct = next(fault for fault in faults if fault.message.startswith("A guest error"))
+    assert "in prepare_guest" in direct.details
+    assert {fault.source for fault in faults} == {"taskmanager"}
+    notified = next(fault for fault in faults if fault.message == "Volume creation failed")
+    assert notified.host == "example"  # from the notifier's publisher_id
