@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Sequence
@@ -11,12 +12,16 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.config import Settings
+from faultsvc.decoding import DecodingInterceptor
+from faultsvc.errors import FaultServiceError
 from faultsvc.faults import NewFault, StoredFault
 from faultsvc.health import DatabaseHealth
-from faultsvc.interceptors import ErrorInterceptor, RedactionInterceptor
+from faultsvc.interceptors import ErrorInterceptor, MetricsInterceptor, RedactionInterceptor
+from faultsvc.metrics import Metrics
 from faultsvc.policy.roles import AdminPolicy
 from faultsvc.servicer import FaultServicer
 from faultsvc.storage.batching import Batcher
@@ -47,6 +52,7 @@ class FaultServer:
     writer: Batcher[NewFault, StoredFault]
     latest_reader: Batcher[str, StoredFault | None]
     port: int
+    metrics_registry: CollectorRegistry
 
     @property
     def target(self) -> str:
@@ -72,7 +78,6 @@ class FaultServer:
 
 async def build_server(settings: Settings, *, reuse_port: bool = False) -> FaultServer:
     """Wires storage, servicer, interceptors, health and reflection; migrates the schema."""
-    check_bind_is_safe(settings)
     engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
@@ -80,16 +85,32 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
     )
     await upgrade_to_head(engine)
     store = FaultStore(engine)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+
+    async def record_batch(batch: Sequence[NewFault]) -> list[StoredFault | FaultServiceError]:
+        results = await store.record_batch(batch)
+        metrics.pool_in_use.set(engine.pool.checkedout())  # type: ignore[attr-defined]
+        metrics.count_recorded(r.source for r in results if isinstance(r, StoredFault))
+        return results
 
     async def latest_each(instance_ids: Sequence[str]) -> list[StoredFault | None]:
         latest = await store.latest_for(set(instance_ids))
         return [latest.get(instance_id) for instance_id in instance_ids]
 
-    writer = Batcher("group-commit", store.record_batch, max_batch=WRITE_BATCH_MAX)
-    latest_reader = Batcher("coalesced-latest-reads", latest_each, max_batch=READ_BATCH_MAX)
+    writer = Batcher("group-commit", record_batch, max_batch=WRITE_BATCH_MAX)
+    latest_reader = Batcher("coalesced-reads", latest_each, max_batch=READ_BATCH_MAX)
+    for batcher in (writer, latest_reader):
+        batcher.on_batch = functools.partial(metrics.observe_batch, batcher.name)
 
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(), RedactionInterceptor(AdminPolicy(settings.admin_roles))],
+        # Outermost first: metrics see every call's final status code.
+        interceptors=[
+            MetricsInterceptor(metrics),
+            ErrorInterceptor(),
+            RedactionInterceptor(AdminPolicy(settings.admin_roles)),
+            DecodingInterceptor(),
+        ],
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             ("grpc.so_reuseport", int(reuse_port)),
@@ -110,7 +131,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
     )
     port = server.add_insecure_port(settings.listen)
     health = DatabaseHealth(store, health_servicer, [FAULT_SERVICE], settings.health_check_seconds)
-    return FaultServer(settings, server, engine, health, writer, latest_reader, port)
+    return FaultServer(settings, server, engine, health, writer, latest_reader, port, registry)
 
 
 def check_bind_is_safe(settings: Settings) -> None:

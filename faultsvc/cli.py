@@ -18,6 +18,7 @@ from faultsvc.app import InsecureBindError
 from faultsvc.config import Settings, load_settings
 from faultsvc.errors import Unavailable
 from faultsvc.faults import utc_now
+from faultsvc.logs import configure_logging
 from faultsvc.storage.engine import create_engine
 from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.storage.store import FaultStore
@@ -43,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC server")
     _add_settings_flags(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:50051")
-    serve.add_argument("--workers", type=int, metavar="N", help="server processes on one port")
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="server processes on one port; default: cores"
+    )
+    serve.add_argument(
+        "--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics over HTTP here"
+    )
     serve.add_argument(
         "--allow-insecure-bind",
         action="store_true",
@@ -70,30 +76,37 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", metavar="URL", help="SQLAlchemy async database URL")
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
-    parser.add_argument("--log-level", default="INFO", help="default INFO")
+    parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
+    parser.add_argument("--log-format", choices=["text", "json"], help="default text")
+
+
+SETTINGS_FLAGS = (
+    "listen",
+    "database_url",
+    "workers",
+    "allow_insecure_bind",
+    "metrics_listen",
+    "log_level",
+    "log_format",
+)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    flags = {
-        name: getattr(args, name, None)
-        for name in ("listen", "database_url", "workers", "allow_insecure_bind")
-    }
-    return load_settings(args.config, **flags)
+    flags = {name: getattr(args, name, None) for name in SETTINGS_FLAGS}
+    settings = load_settings(args.config, **flags)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        serving.run(_settings(args))
-    except (InsecureBindError, ValidationError) as error:
+        return serving.run(_settings(args))
+    except (InsecureBindError, ValidationError, ValueError) as error:
         log.error("%s", error)
         return 2
     except Unavailable as error:
         log.error("cannot start: %s", error)
         return 1
-    return 0
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -24,7 +25,22 @@ class Settings(BaseSettings):
 
     listen: str = Field("127.0.0.1:50051", description="HOST:PORT to serve gRPC on")
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy async URL")
-    workers: int = Field(1, ge=1, description="server processes sharing the port")
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="server processes sharing the port (SO_REUSEPORT); default: one per core",
+    )
+    metrics_listen: str | None = Field(
+        None, description="HOST:PORT to serve Prometheus metrics on; off when unset"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    log_format: Literal["text", "json"] = Field("text", description="json: one object per line")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
     admin_roles: Annotated[frozenset[str], NoDecode] = Field(
         frozenset({"admin"}), description="roles in x-roles metadata that make a caller admin"
     )

@@ -8,6 +8,7 @@ streaming RPC added later is covered too).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
@@ -15,6 +16,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from faultsvc.errors import FaultServiceError
+from faultsvc.metrics import Metrics
 from faultsvc.policy.redaction import strip_admin_only
 from faultsvc.policy.roles import AdminPolicy
 
@@ -58,10 +60,10 @@ class BehaviourInterceptor(grpc.aio.ServerInterceptor):
     def applies_to(self, handler_call_details: grpc.HandlerCallDetails) -> bool:
         return True
 
-    def unary(self, behaviour: UnaryBehaviour) -> UnaryBehaviour:
+    def unary(self, behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
         raise NotImplementedError
 
-    def stream(self, behaviour: StreamBehaviour) -> StreamBehaviour:
+    def stream(self, behaviour: StreamBehaviour, method: str) -> StreamBehaviour:
         raise NotImplementedError
 
     async def intercept_service(
@@ -72,7 +74,12 @@ class BehaviourInterceptor(grpc.aio.ServerInterceptor):
             return handler
         wrapped = self._wrapped.get(handler)
         if wrapped is None:
-            wrapped = self._wrapped[handler] = rewrap(handler, self.unary, self.stream)
+            method = handler_call_details.method
+            wrapped = self._wrapped[handler] = rewrap(
+                handler,
+                lambda behaviour: self.unary(behaviour, method),
+                lambda behaviour: self.stream(behaviour, method),
+            )
         return wrapped
 
 
@@ -83,7 +90,7 @@ class ErrorInterceptor(BehaviourInterceptor):
     traceback or the exception text, which may hold internals.
     """
 
-    def unary(self, behaviour: UnaryBehaviour) -> UnaryBehaviour:
+    def unary(self, behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
         async def mapped(request: Any, context: Context) -> Any:
             try:
                 return await behaviour(request, context)
@@ -92,11 +99,11 @@ class ErrorInterceptor(BehaviourInterceptor):
             except grpc.aio.AbortError:
                 raise
             except Exception:
-                await _abort_internal(context)
+                await _abort_internal(context, method)
 
         return mapped
 
-    def stream(self, behaviour: StreamBehaviour) -> StreamBehaviour:
+    def stream(self, behaviour: StreamBehaviour, method: str) -> StreamBehaviour:
         async def mapped(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 async for response in behaviour(request, context):
@@ -106,14 +113,14 @@ class ErrorInterceptor(BehaviourInterceptor):
             except grpc.aio.AbortError:
                 raise
             except Exception:
-                await _abort_internal(context)
+                await _abort_internal(context, method)
 
         return mapped
 
 
-async def _abort_internal(context: Context) -> None:
+async def _abort_internal(context: Context, method: str) -> None:
     reference = uuid.uuid4().hex[:12]
-    log.exception("unexpected error, reference %s", reference)
+    log.exception("unexpected error in %s, reference %s", method, reference)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {reference})")
 
 
@@ -127,7 +134,7 @@ class RedactionInterceptor(BehaviourInterceptor):
     def applies_to(self, handler_call_details: grpc.HandlerCallDetails) -> bool:
         return not self._policy.is_admin(handler_call_details.invocation_metadata)
 
-    def unary(self, behaviour: UnaryBehaviour) -> UnaryBehaviour:
+    def unary(self, behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
         async def redacted(request: Any, context: Context) -> Any:
             response = await behaviour(request, context)
             if response is not None:
@@ -136,10 +143,54 @@ class RedactionInterceptor(BehaviourInterceptor):
 
         return redacted
 
-    def stream(self, behaviour: StreamBehaviour) -> StreamBehaviour:
+    def stream(self, behaviour: StreamBehaviour, method: str) -> StreamBehaviour:
         async def redacted(request: Any, context: Context) -> AsyncIterator[Any]:
             async for response in behaviour(request, context):
                 strip_admin_only(response)
                 yield response
 
         return redacted
+
+
+class MetricsInterceptor(BehaviourInterceptor):
+    """Counts every RPC by method and status code, and times it."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def unary(self, behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
+        name = method.rpartition("/")[2]
+        latency = self._metrics.rpc_seconds.labels(name)
+
+        async def measured(request: Any, context: Context) -> Any:
+            started = time.perf_counter()
+            try:
+                response = await behaviour(request, context)
+            finally:
+                latency.observe(time.perf_counter() - started)
+                self._count(name, context)
+            return response
+
+        return measured
+
+    def stream(self, behaviour: StreamBehaviour, method: str) -> StreamBehaviour:
+        name = method.rpartition("/")[2]
+        latency = self._metrics.rpc_seconds.labels(name)
+
+        async def measured(request: Any, context: Context) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            finally:
+                latency.observe(time.perf_counter() - started)
+                self._count(name, context)
+
+        return measured
+
+    def _count(self, method: str, context: Context) -> None:
+        code = context.code()
+        # An abort leaves its code on the context; an RPC that returned has none.
+        label = code.name if isinstance(code, grpc.StatusCode) else "OK"
+        self._metrics.rpcs.labels(method, label).inc()

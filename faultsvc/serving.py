@@ -1,29 +1,137 @@
-"""Running the server until SIGINT or SIGTERM, then shutting it down gracefully."""
+"""Running the server: one process, or several workers sharing one port, until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import multiprocessing
+import os
 import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
-from faultsvc.app import build_server
+import uvloop
+
+from faultsvc.app import build_server, check_bind_is_safe
 from faultsvc.config import Settings
+from faultsvc.logs import configure_logging
+from faultsvc.metrics import MULTIPROCESS_DIR_ENV, multiprocess_registry, serve_metrics
+from faultsvc.storage.engine import create_engine
+from faultsvc.storage.migrate import upgrade_to_head
 
 log = logging.getLogger(__name__)
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-async def serve(settings: Settings) -> None:
-    """Serves until SIGINT or SIGTERM; in-flight calls then finish and the pool closes."""
-    server = await build_server(settings)
+
+def run(settings: Settings) -> int:
+    """Serves until told to stop; returns the process's exit code."""
+    check_bind_is_safe(settings)
+    if settings.workers == 1:
+        run_async(serve(settings, metrics=True))
+        return 0
+    return run_workers(settings)
+
+
+def run_async(coroutine: Coroutine[Any, Any, None]) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coroutine)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    metrics: bool = False,
+    stop_signals: Sequence[signal.Signals] = STOP_SIGNALS,
+) -> None:
+    """Serves until a stop signal; in-flight calls then finish and the pool closes."""
+    server = await build_server(settings, reuse_port=reuse_port)
+    if metrics and settings.metrics_listen:
+        serve_metrics(settings.metrics_listen, server.metrics_registry)
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in stop_signals:
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
     log.info("shutting down; in-flight calls have %.0f s to finish", settings.grace_seconds)
     await server.stop()
 
 
-def run(settings: Settings) -> None:
-    asyncio.run(serve(settings))
+def run_workers(settings: Settings) -> int:
+    """Runs `settings.workers` processes on one port (SO_REUSEPORT), each with its own pool.
+
+    The schema is migrated once, before any worker starts. A worker that dies
+    stops the others: the supervisor (systemd, Kubernetes) restarts the whole.
+    """
+    if settings.listen.endswith(":0"):
+        raise ValueError("--workers above 1 needs a fixed port, not :0")
+    run_async(_migrate(settings))
+    with tempfile.TemporaryDirectory(prefix="faultsvc-metrics-") as metrics_dir:
+        os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir  # the workers inherit it
+        if settings.metrics_listen:
+            serve_metrics(settings.metrics_listen, multiprocess_registry())
+        context = multiprocessing.get_context("spawn")
+        workers = [
+            context.Process(target=_worker, args=(settings, os.getpid()), name=f"worker-{n}")
+            for n in range(1, settings.workers + 1)
+        ]
+        for worker in workers:
+            worker.start()
+        log.info("%d workers serving on %s", len(workers), settings.listen)
+        signalled = _wait_for_stop_or_exit(workers)
+        for worker in workers:
+            if worker.is_alive() and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGTERM)
+        for worker in workers:
+            worker.join(settings.grace_seconds + 10)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+        failed = [w.name for w in workers if w.exitcode != 0]
+        if failed or not signalled:
+            log.error("workers %s exited unexpectedly", ", ".join(failed) or "all")
+            return 1
+        return 0
+
+
+def _wait_for_stop_or_exit(workers: Sequence[multiprocessing.process.BaseProcess]) -> bool:
+    """Blocks until SIGINT/SIGTERM (True) or until a worker exits by itself (False)."""
+    stop = threading.Event()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.2):
+        if not all(worker.is_alive() for worker in workers):
+            return False
+    return True
+
+
+def _worker(settings: Settings, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    # The parent coordinates shutdown: a terminal's Ctrl-C reaches the whole
+    # process group, and only the parent's SIGTERM should stop a worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_logging(settings.log_level, settings.log_format)
+    run_async(serve(settings, reuse_port=True, stop_signals=(signal.SIGTERM,)))
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Asks Linux to SIGKILL this worker when its parent dies, even by SIGKILL."""
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before we asked
+        os._exit(1)
+
+
+async def _migrate(settings: Settings) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade_to_head(engine)
+    finally:
+        await engine.dispose()

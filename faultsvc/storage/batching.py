@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -22,17 +23,18 @@ class Batcher(Generic[Item, Result]):
     """
 
     def __init__(self, name: str, run_batch: BatchFunction[Item, Result], max_batch: int) -> None:
-        self._name = name
+        self.name = name
         self._run_batch = run_batch
         self._max_batch = max_batch
-        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._pending: list[tuple[Item, asyncio.Future[Result], float]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self.on_batch: Callable[[int], None] = lambda size: None
+        # Told each batch's size and how long its oldest call waited for it.
+        self.on_batch: Callable[[int, float], None] = lambda size, waited: None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self._name)
+        self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def close(self) -> None:
         """Finishes what was submitted, then stops."""
@@ -43,9 +45,9 @@ class Batcher(Generic[Item, Result]):
 
     async def submit(self, item: Item) -> Result:
         if self._task is None or self._closing:
-            raise RuntimeError(f"{self._name} is not running")
+            raise RuntimeError(f"{self.name} is not running")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
+        self._pending.append((item, future, time.monotonic()))
         self._wakeup.set()
         return await future
 
@@ -60,13 +62,13 @@ class Batcher(Generic[Item, Result]):
             if self._closing:
                 return
 
-    async def _settle(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
-        self.on_batch(len(batch))
+    async def _settle(self, batch: list[tuple[Item, asyncio.Future[Result], float]]) -> None:
+        self.on_batch(len(batch), time.monotonic() - batch[0][2])
         try:
-            results = await self._run_batch([item for item, _ in batch])
+            results = await self._run_batch([item for item, _, _ in batch])
         except Exception as error:  # the batch's own failure goes to its callers
             results = [error] * len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if future.done():  # the caller went away; its row is stored all the same
                 continue
             if isinstance(result, Exception):

@@ -135,7 +135,7 @@ async def test_clear_and_purge(store: FaultStore, engine: AsyncEngine) -> None:
 async def test_group_commit_gathers_concurrent_writes(store: FaultStore) -> None:
     batch_sizes: list[int] = []
     writer: Batcher[NewFault, StoredFault] = Batcher("writer", store.record_batch, max_batch=100)
-    writer.on_batch = batch_sizes.append
+    writer.on_batch = lambda size, waited: batch_sizes.append(size)
     writer.start()
     faults = [new_fault(f"i-{n}") for n in range(300)]
     results = await asyncio.gather(*(writer.submit(f) for f in faults))

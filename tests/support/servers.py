@@ -76,6 +76,7 @@ class ServerProcess:
             self.target,
             "--database-url",
             self.database_url,
+            *([] if "--workers" in self.extra_args else ["--workers", "1"]),
             *self.extra_args,
         ]
 
