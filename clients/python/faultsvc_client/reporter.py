@@ -258,6 +258,8 @@ class FaultReporter:
         if self._closed:
             return
         self._closed = True
+        if self._task is None and self._queue:
+            LOG.warning("closing a reporter never started: %d fault(s) lost", len(self._queue))
         if self._task is not None and not await self.flush(timeout):
             LOG.warning(
                 "closing with %d fault(s) not delivered to faultsvc at %s",

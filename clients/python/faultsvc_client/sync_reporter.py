@@ -8,12 +8,17 @@
 
 Every call but `start`, `flush` and `close` only hands the fault to the
 reporter's loop and returns; none of them raises into the caller.
+
+Not for services under eventlet's monkey patching: eventlet rewrites the
+`select` module in place, so no asyncio loop can run beside it, even on a
+real OS thread; `start()` says so instead of hanging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections.abc import Coroutine
 from types import TracebackType
@@ -85,6 +90,8 @@ class SyncFaultReporter:
         """Starts the reporter's thread and loop, and delivery on them."""
         if self._thread is not None:
             raise RuntimeError("the reporter is already started")
+        if eventlet_monkey_patched():
+            raise RuntimeError("SyncFaultReporter cannot run under eventlet's monkey patching")
         loop = asyncio.new_event_loop()
         thread = threading.Thread(
             target=self._run_loop, args=(loop,), name="faultsvc-reporter", daemon=True
@@ -161,3 +168,9 @@ class SyncFaultReporter:
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 loop.close()
+
+
+def eventlet_monkey_patched() -> bool:
+    """Whether eventlet has monkey-patched this process (checked without importing it)."""
+    patcher = sys.modules.get("eventlet.patcher")
+    return patcher is not None and bool(patcher.is_monkey_patched("select"))
