@@ -119,8 +119,8 @@ class FaultStore:
     async def latest_for(self, instance_ids: Collection[str]) -> dict[str, StoredFault]:
         """The newest live fault of each instance that has one, in one query.
 
-        The inner query finds each instance's newest date by a loose index scan
-        of (instance_id, deleted, created); the join fetches those rows. Two
+        The inner query finds each instance's newest date from the index
+        (instance_id, deleted, created) alone; the join fetches those rows. Two
         faults of one instance in the same microsecond both come back, and the
         greater id wins, as in the history's order.
         """
