@@ -29,9 +29,10 @@ import grpc
 
 from bench import commit_ceiling, databases, h2load, report, seed, servers, soak
 from bench.databases import Backend
+from bench.echo_server import ADMIN_SUFFIX
 from bench.h2load import Load
 from bench.report import ECHO, PER_ROW_COMMIT, Report, Row
-from bench.workloads import Workload, build
+from bench.workloads import BATCH_SIZE, LATEST_INSTANCE, Workload, build
 from faultsvc.v1 import fault_service_pb2 as pb
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,13 +46,14 @@ RECORD_SIZE_SLACK = 12
 
 @dataclass(frozen=True, slots=True)
 class Mode:
-    """How big a run is."""
+    """How big a run is, and whether faultsvc is profiled while it runs."""
 
     seed_rows: int
     levels: tuple[int, ...]
     workers: tuple[int, ...]
     duration_s: float
     warmup_s: float
+    profile: bool = False
 
 
 FULL = Mode(1_000_000, (1, 16, 64), (1, 2), 10.0, 2.0)
@@ -93,8 +95,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per run")
     parser.add_argument("--seed-rows", type=int, help="faults seeded (multiple of 200)")
     parser.add_argument("--mariadb-url", default=DEFAULT_MARIADB_URL, help="its own database")
-    parser.add_argument("--uvloop", action="store_true", help="echo server on uvloop")
+    parser.add_argument(
+        "--echo-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the echo server's event loop; auto: the one faultsvc runs on",
+    )
     parser.add_argument("--skip-ceiling", action="store_true", help="no per-row-commit runs")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy flame graph of faultsvc in every run"
+    )
     parser.add_argument("--keep", action="store_true", help="keep databases and logs")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where JSON goes")
     return parser.parse_args(argv)
@@ -108,6 +118,7 @@ def mode_from(args: argparse.Namespace) -> Mode:
         workers=_ints(args.workers) or base.workers,
         duration_s=args.duration or base.duration_s,
         warmup_s=args.warmup if args.warmup is not None else base.warmup_s,
+        profile=args.profile,
     )
 
 
@@ -136,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.soak is not None:
             result.soak = soak.run(backends, data, args.soak, mode.workers[0], workdir, stamp)
         else:
-            benchmark(result, backends, data, mode, workdir, stamp, uvloop=args.uvloop)
+            benchmark(result, backends, data, mode, workdir, stamp, echo_loop=args.echo_loop)
             if not args.skip_ceiling:
                 ceilings(result, backends, mode)
     finally:
@@ -165,6 +176,16 @@ def prepare(name: str, data: seed.Seed, workdir: Path, mariadb_url: str) -> Back
     raise SystemExit(f"unknown backend {name!r}: sqlite or mariadb")
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A running server under test and the response it gives each workload."""
+
+    name: str
+    server: servers.ServerProcesses
+    backend: Backend | None
+    responses: dict[str, bytes]
+
+
 def benchmark(
     result: Report,
     backends: Sequence[Backend],
@@ -173,45 +194,41 @@ def benchmark(
     workdir: Path,
     stamp: str,
     *,
-    uvloop: bool,
+    echo_loop: str,
 ) -> None:
     writers = max(processes_for(True, load_for(level)) for level in mode.levels)
     workloads = build(data, stamp, writers)
     echo_responses: dict[str, bytes] = {}
     for workers in mode.workers:
-        started: list[tuple[Backend, servers.ServerProcesses]] = []
-        echo: servers.ServerProcesses | None = None
+        running: list[servers.ServerProcesses] = []
         try:
+            targets = []
             for backend in backends:
                 print(f"starting faultsvc on {backend.name}, {workers} worker(s)")
                 server = servers.start_faultsvc(
                     f"faultsvc-{backend.name}-{workers}", backend.url, workers, workdir
                 )
-                started.append((backend, server))
-            sizes = {
-                backend.name: capture(server.target, workloads, data) for backend, server in started
-            }
-            if not echo_responses:
-                echo_responses = echo_map(workloads, sizes[backends[0].name])
-            echo = servers.start_echo(echo_responses, workers, workdir, uvloop=uvloop)
+                running.append(server)
+                responses = capture(server.target, workloads, data)
+                targets.append(Target(backend.name, server, backend, responses))
+            # The echo server answers with the bytes faultsvc answered first.
+            echo_responses = echo_responses or targets[0].responses
+            uvloop = echo_loop == "uvloop" or (
+                echo_loop == "auto" and targets[0].server.loads_library("uvloop")
+            )
+            result.meta["echo_loop"] = "uvloop" if uvloop else "asyncio"
+            echo_server = servers.start_echo(
+                echo_map(workloads, echo_responses), workers, workdir, uvloop=uvloop
+            )
+            running.append(echo_server)
+            echo = Target(ECHO, echo_server, None, echo_responses)
             for workload in workloads:
                 for level in mode.levels:
                     measure_cell(
-                        result,
-                        workload,
-                        level,
-                        workers,
-                        echo,
-                        started,
-                        sizes,
-                        echo_responses,
-                        mode,
-                        workdir,
+                        result, workload, load_for(level), workers, echo, targets, mode, workdir
                     )
         finally:
-            if echo is not None:
-                echo.stop()
-            for _, server in started:
+            for server in running:
                 server.stop()
 
 
@@ -232,8 +249,7 @@ def capture(target: str, workloads: Sequence[Workload], data: seed.Seed) -> dict
 
 def check_seeded_answers(responses: dict[str, bytes], data: seed.Seed) -> None:
     """The server reads the seeded rows as the seed defines them (and redacts for non-admins)."""
-    index = seed.live_instance(data, 4242)
-    expected_id = seed.expected_latest_id(data, index)
+    expected_id = seed.expected_latest_id(data, seed.live_instance(data, LATEST_INSTANCE))
     latest = pb.GetLatestFaultResponse.FromString(responses["GetLatestFault"])
     admin = pb.GetLatestFaultResponse.FromString(responses["GetLatestFault admin"])
     if latest.fault.id != expected_id or admin.fault.id != expected_id:
@@ -241,8 +257,11 @@ def check_seeded_answers(responses: dict[str, bytes], data: seed.Seed) -> None:
     if latest.fault.details or not admin.fault.details:
         raise SystemExit("details must reach admins only")
     batch = pb.BatchGetLatestFaultsResponse.FromString(responses["BatchGetLatestFaults 1000"])
-    wanted = seed.spread_instances(data, 1000)
-    live = [instance for instance in wanted if not seed.is_cleared(int(instance[-12:]))]
+    live = [
+        instance
+        for instance in seed.spread_instances(data, BATCH_SIZE)
+        if seed.expected_latest_id(data, seed.index_of(instance)) is not None
+    ]
     if sorted(fault.instance_id for fault in batch.faults) != sorted(live):
         raise SystemExit(
             f"BatchGetLatestFaults returned {len(batch.faults)} faults, not {len(live)}"
@@ -254,67 +273,55 @@ def check_seeded_answers(responses: dict[str, bytes], data: seed.Seed) -> None:
 
 def echo_map(workloads: Sequence[Workload], responses: dict[str, bytes]) -> dict[str, bytes]:
     """What the echo server answers: per method path, and per path for admins."""
-    mapping = {}
-    for workload in workloads:
-        key = workload.path + (" admin" if workload.admin else "")
-        mapping[key] = responses[workload.name]
-    return mapping
+    return {
+        workload.path + (ADMIN_SUFFIX if workload.admin else ""): responses[workload.name]
+        for workload in workloads
+    }
 
 
 def measure_cell(
     result: Report,
     workload: Workload,
-    level: int,
+    load: Load,
     workers: int,
-    echo: servers.ServerProcesses,
-    started: Sequence[tuple[Backend, servers.ServerProcesses]],
-    sizes: dict[str, dict[str, bytes]],
-    echo_responses: dict[str, bytes],
+    echo: Target,
+    targets: Sequence[Target],
     mode: Mode,
     workdir: Path,
 ) -> None:
-    load = load_for(level)
-    echo_size = len(echo_responses[workload.path + (" admin" if workload.admin else "")])
-    echo_row = drive(echo, ECHO, None, workload, load, workers, echo_size, mode, workdir)
-    result.rows.append(echo_row)
-    print_row(echo_row)
-    for backend, server in started:
-        size = len(sizes[backend.name][workload.name])
-        row = drive(server, backend.name, backend, workload, load, workers, size, mode, workdir)
-        row.echo_qps, row.echo_p50_ms, row.echo_p99_ms = (
-            echo_row.qps,
-            echo_row.p50_ms,
-            echo_row.p99_ms,
-        )
+    """The echo ceiling, then each faultsvc, under one workload and load."""
+    ceiling = drive(echo, workload, load, workers, mode, workdir)
+    result.rows.append(ceiling)
+    print_row(ceiling)
+    for target in targets:
+        row = drive(target, workload, load, workers, mode, workdir)
+        row.echo_qps, row.echo_p50_ms, row.echo_p99_ms = ceiling.qps, ceiling.p50_ms, ceiling.p99_ms
         result.rows.append(row)
         print_row(row)
 
 
 def drive(
-    server: servers.ServerProcesses,
-    target: str,
-    backend: Backend | None,
-    workload: Workload,
-    load: Load,
-    workers: int,
-    response_size: int,
-    mode: Mode,
-    workdir: Path,
+    target: Target, workload: Workload, load: Load, workers: int, mode: Mode, workdir: Path
 ) -> Row:
     """One h2load run against one server, checked call by call."""
-    processes = processes_for(workload.writes, load)
-    prefix = workload.instance_prefix
-    counting = backend is not None and workload.writes
-    rows_before = backend.count_rows(prefix) if counting and backend else 0
+    server, backend = target.server, target.backend
+    counted = backend if backend is not None and workload.writes else None
+    rows_before = counted.count_rows(workload.instance_prefix) if counted else 0
     database_pids = (
         servers.pids_named("mariadbd", "mysqld") if backend and backend.name == "mariadb" else []
     )
+    profiler = None
+    if mode.profile and backend is not None:
+        name = f"{target.name}-x{workers}-{workload.name.replace(' ', '-')}-{load.in_flight}"
+        profiler = servers.profile(
+            server, workdir / "profiles" / f"{name}.svg", mode.warmup_s + mode.duration_s
+        )
     server_cpu = server.cpu_seconds()
     database_cpu = servers.cpu_seconds(database_pids)
     measurement = h2load.run(
         server.target,
         workload.path,
-        workload.bodies(processes),
+        workload.bodies(processes_for(workload.writes, load)),
         load,
         duration_s=mode.duration_s,
         warmup_s=mode.warmup_s,
@@ -323,16 +330,19 @@ def drive(
     )
     server_cpu = server.cpu_seconds() - server_cpu
     database_cpu = servers.cpu_seconds(database_pids) - database_cpu
+    if profiler is not None:
+        profiler.wait()
     server.check_running()
+    size = len(target.responses[workload.name])
     slack = RECORD_SIZE_SLACK if workload.writes else 0
-    h2load.check(measurement, (response_size - slack, response_size + slack), load)
+    h2load.check(measurement, (size - slack, size + slack), load)
     rows_written = None
-    if counting and backend:
-        rows_written = settled_count(backend, prefix) - rows_before
+    if counted:
+        rows_written = settled_count(counted, workload.instance_prefix) - rows_before
         check_rows(rows_written, measurement, load)
     seen = max(1, measurement.responses_seen)
     return Row(
-        target=target,
+        target=target.name,
         workers=workers,
         workload=workload.name,
         in_flight=load.in_flight,
@@ -343,7 +353,7 @@ def drive(
         p99_ms=measurement.percentile_ms(0.99),
         requests=measurement.requests,
         responses_seen=measurement.responses_seen,
-        response_bytes=response_size,
+        response_bytes=size,
         server_cpu_us_per_call=server_cpu / seen * 1e6,
         database_cpu_us_per_call=database_cpu / seen * 1e6 if database_pids else math.nan,
         server_rss_mb=server.rss_bytes() / 2**20,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +42,16 @@ class ServerProcesses:
     def rss_bytes(self) -> int:
         return sum(rss_bytes(pid) for pid in self.pids())
 
+    def loads_library(self, fragment: str) -> bool:
+        """Whether any of the processes has mapped a file whose path holds `fragment`."""
+        for pid in self.pids():
+            try:
+                if fragment in Path(f"/proc/{pid}/maps").read_text():
+                    return True
+            except OSError:
+                continue
+        return False
+
     def check_running(self) -> None:
         for process in self.processes:
             if process.poll() is not None:
@@ -58,6 +69,20 @@ class ServerProcesses:
                 process.wait()
         for log in self.logs:
             log.close()
+
+
+def profile(server: ServerProcesses, output: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """Starts py-spy on the server (and its worker processes) for `seconds`.
+
+    `--gil` samples only the thread holding the GIL: the Python work, without
+    the threads that wait (aiosqlite's, grpc's pollers).
+    """
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "--gil", "--subprocesses", "--nonblocking", "--rate", "100"]
+    command += ["--duration", str(max(1, round(seconds))), "--pid", str(server.processes[0].pid)]
+    command += ["--output", str(output)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def free_port() -> int:
