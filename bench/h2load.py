@@ -133,6 +133,7 @@ class Running:
     """h2load processes started together; `wait` collects what they measured."""
 
     processes: list[tuple[subprocess.Popen[bytes], Path, Path]]
+    bodies: list[Path]
     timeout_s: float
 
     def wait(self) -> Measurement:
@@ -150,6 +151,8 @@ class Running:
             parts.append(_parse(out_file, log_file))
             out_file.unlink()
             log_file.unlink()
+        for body_file in self.bodies:
+            body_file.unlink(missing_ok=True)
         return Measurement(
             qps=sum(part.qps for part in parts),
             requests=sum(part.requests for part in parts),
@@ -183,8 +186,10 @@ def start(
     per_process = load.connections // len(bodies)
     h2load = require_h2load()
     processes = []
+    body_files = []
     for body in bodies:
         body_file = _unused(workdir, "body", ".bin")
+        body_files.append(body_file)
         body_file.write_bytes(grpc_frame(body))
         log_file = _unused(workdir, "latency", ".tsv")
         out_file = _unused(workdir, "h2load", ".out")
@@ -205,7 +210,7 @@ def start(
         with out_file.open("wb") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         processes.append((process, out_file, log_file))
-    return Running(processes, timeout_s=warmup_s + duration_s + 60.0)
+    return Running(processes, body_files, timeout_s=warmup_s + duration_s + 60.0)
 
 
 def check(measurement: Measurement, response_sizes: tuple[int, int], load: Load) -> None:

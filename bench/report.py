@@ -151,17 +151,26 @@ class Report:
 
     def markdown(self) -> str:
         meta = self.meta
+        mode = meta["mode"]
         lines = [
-            f"Command: `{meta['command']}`",
+            f"Command: `{meta['command']}` (started {meta['started']})",
             "",
-            f"Machine: {meta['cores']} cores ({meta['cpu']}), load generator on the same machine; "
-            f"{meta['h2load']}; Python {meta['python']}, grpcio {meta['grpcio']}.",
+            f"Machine: {meta['cores']} cores ({meta['cpu']}), load generator on the same machine "
+            f"(1-minute load average {meta['load_average_at_start']:.2f} before the run); "
+            f"{meta['h2load']}; Python {meta['python']}, grpcio {meta['grpcio']}; "
+            f"echo server on {meta.get('echo_loop', 'asyncio')}.",
+            "",
+            f"Each run: {mode['warmup_s']:g} s warm-up, then {mode['duration_s']:g} s measured; "
+            f"{mode['seed_rows']:,} faults seeded; at most {mode['streams_per_connection']} "
+            "streams per connection.",
             "",
         ]
         for backend, settings in meta.get("databases", {}).items():
             shown = ", ".join(f"{key}={value}" for key, value in settings.items())
             lines.append(f"- {backend}: {shown}")
-        lines += ["", self.table(TableStyle.MARKDOWN).get_string(), ""]
+        lines.append("")
+        if self.rows:
+            lines += [self.table(TableStyle.MARKDOWN).get_string(), ""]
         factors = self.group_commit_factors()
         if factors:
             lines += ["RecordFault against the per-row-commit ceiling at the same concurrency:", ""]

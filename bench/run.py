@@ -42,6 +42,9 @@ MAX_WRITER_PROCESSES = 4
 # Two RecordFault responses differ only in their timestamps, whose varints
 # may differ by a few bytes each.
 RECORD_SIZE_SLACK = 12
+# A 1-minute load average above this, before the run starts, means something
+# else is using the machine.
+BUSY_LOAD = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = shlex.join(["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
     data = seed.Seed(mode.seed_rows if args.soak is None else QUICK.seed_rows)
     result = Report(meta=machine_facts(command, mode, stamp))
+    if result.meta["load_average_at_start"] > BUSY_LOAD:
+        print(
+            f"warning: load average {result.meta['load_average_at_start']:.1f} before starting: "
+            "other work on this machine will make the figures noisy",
+            file=sys.stderr,
+        )
 
     backends: list[Backend] = []
     try:
@@ -158,8 +167,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             for leftover in workdir.glob("faultsvc.db*"):
                 leftover.unlink()
 
+    result.meta["load_average_at_end"] = os.getloadavg()[0]
     print()
-    print(result.text())
+    if result.rows:
+        print(result.text())
     for item in result.soak:
         print(report.soak_line(item))
     json_path, markdown_path = result.write(args.results, stamp)
@@ -429,6 +440,7 @@ def machine_facts(command: str, mode: Mode, stamp: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "grpcio": grpc.__version__,
         "h2load": h2load.version(),
+        "load_average_at_start": os.getloadavg()[0],
         "mode": {
             "seed_rows": mode.seed_rows,
             "levels": list(mode.levels),

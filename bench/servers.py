@@ -164,8 +164,12 @@ def wait_serving(server: ServerProcesses, *, health: bool = True) -> None:
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 else:
-                    grpc.channel_ready_future(channel).result(timeout=1.0)
-                    return
+                    ready = grpc.channel_ready_future(channel)
+                    try:
+                        ready.result(timeout=1.0)
+                        return
+                    finally:
+                        ready.cancel()
             except (grpc.RpcError, grpc.FutureTimeoutError):
                 pass
             if time.monotonic() > deadline:
