@@ -1,7 +1,7 @@
 """The faultsvc benchmark: the real server beside a bare gRPC echo server, both driven by h2load.
 
-    .venv/bin/python -m bench --quick       # smoke test, a few minutes
-    .venv/bin/python -m bench               # the full run
+    .venv/bin/python -m bench --quick       # smoke test, about 3 minutes
+    .venv/bin/python -m bench               # the full run, about 30 minutes
     .venv/bin/python -m bench --soak 300    # server memory over a 5-minute run
 
 Each workload runs at each concurrency against the echo server first, then
@@ -159,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             benchmark(result, backends, data, mode, workdir, stamp, echo_loop=args.echo_loop)
             if not args.skip_ceiling:
                 ceilings(result, backends, mode)
+    except h2load.InvalidRun as error:
+        sys.exit(f"invalid run, no figures reported: {error}\nserver logs: {workdir}")
     finally:
         for backend in backends:
             if backend.name == "mariadb":
