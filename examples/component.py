@@ -14,8 +14,9 @@ import os
 import sys
 
 import oslo_messaging
-from faultsvc_client import SyncFaultReporter
 from oslo_config import cfg
+
+from faultsvc_client import SyncFaultReporter
 
 
 def prepare_guest(instance_id: str) -> None:

@@ -6,10 +6,9 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from faultsvc.app import FaultServer
 from faultsvc_client import FaultServiceClient
 from faultsvc_client.cli import EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
-
-from faultsvc.app import FaultServer
 from tests.clients.processes import python_env, run_python_async
 from tests.support.servers import free_port
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+
 from faultsvc_client import FaultServiceClient, FaultServiceError, RetryPolicy
 from faultsvc_client.client import SERVICE_NAME, call_metadata
-
 from tests.support.servers import free_port
 
 TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom'

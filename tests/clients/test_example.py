@@ -6,16 +6,15 @@ import asyncio
 import uuid
 
 from faultsvc_client import FaultServiceClient
-
 from tests.clients.processes import ROOT, python_env, run_python
 from tests.support.servers import ServerProcess
 
 
 async def test_example_component_reports_a_notified_and_a_direct_fault(
-    faultsvc_process: ServerProcess, notifier_driver_paths: list[str]
+    faultsvc_process: ServerProcess,
 ) -> None:
     instance = str(uuid.uuid4())
-    env = python_env(notifier_driver_paths, FAULTSVC_TARGET=faultsvc_process.target)
+    env = python_env(FAULTSVC_TARGET=faultsvc_process.target)
 
     ran = await asyncio.to_thread(
         run_python, [str(ROOT / "examples" / "component.py"), instance], env

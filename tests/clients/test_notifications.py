@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from faultsvc_client.notifications import (
     NotifiedFault,
     fault_from_notification,

@@ -7,11 +7,10 @@ import uuid
 from pathlib import Path
 
 import oslo_messaging  # type: ignore[import-untyped]
-import pytest
-from faultsvc_client import FaultServiceClient
 from oslo_config import cfg
 
 from faultsvc.v1.fault_pb2 import Fault
+from faultsvc_client import FaultServiceClient
 from tests.support.servers import ServerProcess
 
 TRACEBACK = """Traceback (most recent call last):
@@ -41,7 +40,6 @@ async def faults_once_there_are(target: str, instance: str, count: int) -> list[
                 await asyncio.sleep(0.05)
 
 
-@pytest.mark.usefixtures("notifier_driver_paths")
 async def test_error_notifications_become_faults_and_others_are_ignored(
     faultsvc_process: ServerProcess, tmp_path: Path
 ) -> None:

@@ -10,6 +10,9 @@ from datetime import UTC, datetime
 from typing import cast
 
 import pytest
+
+from faultsvc.app import FaultServer
+from faultsvc.v1.fault_pb2 import Fault
 from faultsvc_client import (
     Backoff,
     FaultReporter,
@@ -18,9 +21,6 @@ from faultsvc_client import (
     SyncFaultReporter,
 )
 from faultsvc_client.fault_info import process_name
-
-from faultsvc.app import FaultServer
-from faultsvc.v1.fault_pb2 import Fault
 from tests.clients.processes import run_python
 from tests.support.servers import ServerProcess
 
