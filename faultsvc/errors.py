@@ -56,6 +56,12 @@ class InvalidArgument(FaultServiceError):
         )
 
 
+class MalformedRequest(FaultServiceError):
+    """The request's bytes are not the message its RPC takes, and no one field is at fault."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
 class AlreadyExists(FaultServiceError):
     """A caller-made id is taken by a different fault."""
 

@@ -66,6 +66,10 @@ def new_fault_id() -> str:
 def check_instance_id(value: str, field: str = "instance_id") -> str:
     if not value.strip():
         raise InvalidArgument.field(field, "must not be empty")
+    if value != value.strip():
+        # MySQL and MariaDB compare with PAD SPACE: "i-1" and "i-1 " would be
+        # one instance there and two in SQLite.
+        raise InvalidArgument.field(field, "must not begin or end with whitespace")
     if len(value) > ID_MAX_CHARS:
         raise InvalidArgument.field(
             field, f"must be at most {ID_MAX_CHARS} characters, got {len(value)}"

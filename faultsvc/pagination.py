@@ -36,7 +36,8 @@ def decode_page_token(token: str, instance_id: str) -> Cursor | None:
         cursor = Cursor(created=datetime.fromisoformat(created), id=str(fault_id))
         if cursor.created.tzinfo is not None:
             raise ValueError("cursor dates are naive UTC")
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+    # RecursionError: a forged token of deeply nested JSON arrays.
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, RecursionError):
         raise InvalidArgument.field("page_token", "is not a token this service issued") from None
     if owner != instance_id:
         raise InvalidArgument.field(
