@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from faultsvc_client import cli as client_cli
 from pydantic import ValidationError
 
 from faultsvc import serving
@@ -21,7 +20,9 @@ from faultsvc.faults import utc_now
 from faultsvc.logs import configure_logging
 from faultsvc.storage.engine import create_engine
 from faultsvc.storage.migrate import upgrade_to_head
+from faultsvc.storage.retention import cap_history
 from faultsvc.storage.store import FaultStore
+from faultsvc_client import cli as client_cli
 
 log = logging.getLogger("faultsvc")
 
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     purge = database.add_parser("purge", help="delete faults cleared more than DAYS ago")
     _add_settings_flags(purge)
     purge.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    purge.add_argument(
+        "--max-faults-per-instance",
+        type=int,
+        metavar="N",
+        help="first clear each instance's faults beyond its newest N",
+    )
     purge.set_defaults(func=_db_purge)
 
     client_cli.register(commands)
@@ -88,6 +95,7 @@ SETTINGS_FLAGS = (
     "metrics_listen",
     "log_level",
     "log_format",
+    "max_faults_per_instance",
 )
 
 
@@ -129,15 +137,20 @@ def _db_purge(args: argparse.Namespace) -> int:
         print("faultsvc db purge: --older-than must not be negative", file=sys.stderr)
         return 2
     settings = _settings(args)
+    keep = settings.max_faults_per_instance
 
-    async def purge() -> int:
+    async def purge() -> tuple[int, int]:
         engine = create_engine(settings.database_url)
         try:
             await upgrade_to_head(engine)
-            return await FaultStore(engine).purge(utc_now() - timedelta(days=args.older_than))
+            capped = await cap_history(engine, keep) if keep else 0
+            cleared_before = utc_now() - timedelta(days=args.older_than)
+            return capped, await FaultStore(engine).purge(cleared_before)
         finally:
             await engine.dispose()
 
-    purged = asyncio.run(purge())
+    capped, purged = asyncio.run(purge())
+    if keep:
+        print(f"capped {capped} faults beyond the newest {keep} of their instance")
     print(f"purged {purged} cleared faults older than {args.older_than:g} days")
     return 0

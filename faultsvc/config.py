@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     )
     max_receive_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     health_check_seconds: float = Field(2.0, gt=0, description="database probe interval")
+    max_faults_per_instance: int | None = Field(
+        None,
+        ge=1,
+        description="`db purge` clears each instance's faults beyond its newest N; off when unset",
+    )
 
     @field_validator("admin_roles", mode="before")
     @classmethod

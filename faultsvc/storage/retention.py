@@ -1,0 +1,103 @@
+"""Keeping each instance's history bounded: the faults beyond its newest N are soft-deleted.
+
+This runs from `faultsvc db purge`, never on the write path: RecordFault
+stays one INSERT whatever the cap. Each transaction touches at most
+`batch_size` rows, so a large backlog never holds long locks or a huge undo
+log; capped faults are cleared as ClearFaults clears them (deleted_at now),
+and a later purge hard-deletes them like any other cleared fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from faultsvc.faults import utc_now
+from faultsvc.storage.store import Cursor
+from faultsvc.storage.tables import instance_faults as faults
+
+LIVE = faults.c.deleted == sa.false()
+
+
+async def cap_history(engine: AsyncEngine, keep: int, batch_size: int = 1000) -> int:
+    """Soft-deletes, for every instance, the live faults older than its newest `keep`.
+
+    Returns how many it cleared. The newest are those that ListFaults shows
+    first (by date, then id), so GetLatestFault never changes. Faults recorded
+    meanwhile are never cleared unless older than the `keep` newest.
+    """
+    if keep < 1:
+        raise ValueError("keep at least one fault per instance")
+    capped = 0
+    after: str | None = None
+    while True:
+        instances = await _instances_beyond(engine, keep, after, batch_size)
+        for instance_id in instances:
+            capped += await _cap_instance(engine, instance_id, keep, batch_size)
+        if len(instances) < batch_size:
+            return capped
+        after = instances[-1]
+
+
+async def _instances_beyond(
+    engine: AsyncEngine, keep: int, after: str | None, limit: int
+) -> Sequence[str]:
+    """Up to `limit` instances with more than `keep` live faults, in id order after `after`."""
+    query = (
+        sa.select(faults.c.instance_id)
+        .where(LIVE)
+        .group_by(faults.c.instance_id)
+        .having(sa.func.count() > keep)
+        .order_by(faults.c.instance_id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(faults.c.instance_id > after)
+    async with engine.connect() as connection:
+        return (await connection.scalars(query)).all()
+
+
+async def _cap_instance(engine: AsyncEngine, instance_id: str, keep: int, batch_size: int) -> int:
+    oldest_kept = await _oldest_kept(engine, instance_id, keep)
+    if oldest_kept is None:
+        return 0
+    older = sa.or_(
+        faults.c.created < oldest_kept.created,
+        sa.and_(faults.c.created == oldest_kept.created, faults.c.id < oldest_kept.id),
+    )
+    capped = 0
+    while True:
+        async with engine.begin() as connection:
+            ids = (
+                await connection.scalars(
+                    sa.select(faults.c.id)
+                    .where(faults.c.instance_id == instance_id, LIVE, older)
+                    .limit(batch_size)
+                )
+            ).all()
+            if ids:
+                now = utc_now()
+                result = await connection.execute(
+                    sa.update(faults)
+                    .where(faults.c.id.in_(ids), LIVE)
+                    .values(deleted=True, deleted_at=now, updated=now)
+                )
+                capped += result.rowcount
+        if len(ids) < batch_size:
+            return capped
+
+
+async def _oldest_kept(engine: AsyncEngine, instance_id: str, keep: int) -> Cursor | None:
+    """The `keep`-th newest live fault of the instance, None when it has no more than that."""
+    query = (
+        sa.select(faults.c.created, faults.c.id)
+        .where(faults.c.instance_id == instance_id, LIVE)
+        .order_by(faults.c.created.desc(), faults.c.id.desc())
+        .offset(keep - 1)
+        .limit(1)
+    )
+    async with engine.connect() as connection:
+        row = (await connection.execute(query)).first()
+    return None if row is None else Cursor(created=row.created, id=row.id)
