@@ -46,12 +46,16 @@ class DatabaseHealth:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def check(self) -> bool:
-        """Probes once, updates the health answers, and says whether the database answered."""
+        """Probes once, updates the health answers, and says whether the database answered.
+
+        The probe pings every endpoint of the database, each within the
+        database timeout, and moves the store to the most preferred one that
+        answers: it is also what brings the store back to its first endpoint.
+        """
         try:
-            async with asyncio.timeout(self._interval * 2):
-                await self._store.ping()
+            await self._store.ping()
             serving = True
-        except (Unavailable, TimeoutError) as error:
+        except Unavailable as error:
             serving = False
             if self._serving is not False:
                 log.warning("database unavailable: %s", error)

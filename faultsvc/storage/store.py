@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -13,11 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faultsvc.errors import AlreadyExists, FaultServiceError, Unavailable
 from faultsvc.faults import NewFault, StoredFault, utc_now
+from faultsvc.storage.failover import DatabaseEndpoints, describe
+from faultsvc.storage.retry import Failure, backoff_seconds, classify, error_number
 from faultsvc.storage.tables import instance_faults as faults
 
-# A caller-made id can be inserted by another server between our check and our
-# insert; the batch is then checked and written again, this many times at most.
-RECORD_ATTEMPTS = 3
+log = logging.getLogger(__name__)
+
+# Attempts of one transaction, all within the database timeout together.
+MAX_ATTEMPTS = 5
+
+T = TypeVar("T")
+# A transaction's statements, given its connection and the attempt number (1, 2, ...).
+Work = Callable[[AsyncConnection, int], Awaitable[T]]
 
 FAULT_COLUMNS = (
     faults.c.id,
@@ -43,28 +53,64 @@ class Cursor:
 class FaultStore:
     """The faults of all instances, kept in one table."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, database: DatabaseEndpoints | AsyncEngine) -> None:
+        if isinstance(database, AsyncEngine):
+            database = DatabaseEndpoints([database])
+        self._database = database
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction; a database that does not answer becomes Unavailable."""
-        try:
-            async with self._engine.begin() as connection:
-                yield connection
-        except FaultServiceError:
-            raise
-        except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, OSError) as error:
-            raise Unavailable(f"database unavailable: {type(error).__name__}") from error
-        except exc.DBAPIError as error:
-            if error.connection_invalidated:
-                raise Unavailable("database connection lost") from error
-            raise
+    async def _run(self, work: Work[T], *, rerun_after_lost_commit: bool = True) -> T:
+        """Runs `work` in a transaction on the current endpoint and commits it.
+
+        What is safe to retry is retried, with jittered backoff, within the
+        database timeout for all attempts together; then the call is
+        Unavailable. A conflict (a deadlock, a Galera certification conflict,
+        a lock wait timeout, a duplicate key) rolled the transaction back: it
+        runs again. An endpoint that does not answer is left for the next one.
+        A connection lost during COMMIT leaves the outcome unknown: the work
+        runs again only if `rerun_after_lost_commit`, and must then allow for
+        its earlier attempt having been committed (it is told the attempt).
+        A timeout cancels the statement, and its connection is discarded.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._database.timeout_seconds
+        attempt = 0
+        while True:
+            attempt += 1
+            engine = self._database.current
+            committing = False
+            try:
+                async with asyncio.timeout_at(deadline), engine.connect() as connection:
+                    result = await work(connection, attempt)
+                    committing = True
+                    await connection.commit()
+                return result
+            except (exc.SQLAlchemyError, OSError, TimeoutError) as error:
+                failure = classify(error)
+                if failure is Failure.OTHER:
+                    if isinstance(error, exc.OperationalError | exc.TimeoutError):
+                        raise Unavailable(f"database unavailable: {reason(error)}") from error
+                    raise
+                if failure is Failure.ENDPOINT_DOWN:
+                    self._database.failed(engine)
+                outcome_unknown = committing and failure is Failure.ENDPOINT_DOWN
+                pause = backoff_seconds(attempt)
+                if (
+                    attempt == MAX_ATTEMPTS
+                    or (outcome_unknown and not rerun_after_lost_commit)
+                    or loop.time() + pause >= deadline
+                ):
+                    raise Unavailable(f"database unavailable: {reason(error)}; retry") from error
+                log.info(
+                    "attempt %d on %s failed (%s); retrying",
+                    attempt,
+                    describe(engine),
+                    reason(error),
+                )
+                await asyncio.sleep(pause)
 
     async def ping(self) -> None:
-        """Returns when the database answers; raises Unavailable when it does not."""
-        async with self._transaction() as connection:
-            await connection.execute(sa.select(1))
+        """Returns when an endpoint answers (the most preferred is used); else Unavailable."""
+        await self._database.probe()
 
     async def record_batch(
         self, batch: Sequence[NewFault]
@@ -75,37 +121,38 @@ class FaultStore:
         alone. A fault whose caller-made id is already stored is not written
         again: its stored row is returned (or AlreadyExists, when the id
         belongs to another instance).
-        """
-        for _ in range(RECORD_ATTEMPTS):
-            try:
-                return await self._record_once(batch)
-            except exc.IntegrityError as error:
-                conflict = error
-        raise Unavailable("a fault_id is being written concurrently; retry") from conflict
 
-    async def _record_once(
-        self, batch: Sequence[NewFault]
+        A batch is written again after a conflict (a caller-made id inserted
+        by another server between our check and our insert) or a commit whose
+        outcome is unknown. Every id of the batch, the ones this server made
+        too, is then looked up first, so no fault is ever stored twice.
+        """
+        return await self._run(
+            lambda connection, attempt: self._record(connection, batch, retry=attempt > 1)
+        )
+
+    async def _record(
+        self, connection: AsyncConnection, batch: Sequence[NewFault], *, retry: bool
     ) -> list[StoredFault | FaultServiceError]:
         now = utc_now()
-        async with self._transaction() as connection:
-            existing = await self._stored_by_id(
-                connection, {fault.id for fault in batch if fault.caller_made_id}
+        existing = await self._stored_by_id(
+            connection, {fault.id for fault in batch if fault.caller_made_id or retry}
+        )
+        results: list[StoredFault | FaultServiceError] = []
+        rows = []
+        for fault in batch:
+            stored = existing.get(fault.id)
+            if stored is None:
+                stored = _as_stored(fault, now)
+                existing[fault.id] = stored
+                rows.append(asdict(stored))
+            results.append(
+                stored
+                if stored.instance_id == fault.instance_id
+                else AlreadyExists(f"fault_id {fault.id} belongs to another instance")
             )
-            results: list[StoredFault | FaultServiceError] = []
-            rows = []
-            for fault in batch:
-                stored = existing.get(fault.id)
-                if stored is None:
-                    stored = _as_stored(fault, now)
-                    existing[fault.id] = stored
-                    rows.append(asdict(stored))
-                results.append(
-                    stored
-                    if stored.instance_id == fault.instance_id
-                    else AlreadyExists(f"fault_id {fault.id} belongs to another instance")
-                )
-            if rows:
-                await connection.execute(sa.insert(faults), rows)
+        if rows:
+            await connection.execute(sa.insert(faults), rows)
         return results
 
     async def _stored_by_id(
@@ -140,14 +187,17 @@ class FaultStore:
                 LIVE,
             ),
         )
-        latest: dict[str, StoredFault] = {}
-        async with self._transaction() as connection:
+
+        async def read(connection: AsyncConnection, _attempt: int) -> dict[str, StoredFault]:
+            latest: dict[str, StoredFault] = {}
             for row in await connection.execute(query):
                 fault = StoredFault(*row)
                 current = latest.get(fault.instance_id)
                 if current is None or fault.id > current.id:
                     latest[fault.instance_id] = fault
-        return latest
+            return latest
+
+        return await self._run(read)
 
     async def history(
         self, instance_id: str, limit: int, after: Cursor | None = None
@@ -166,13 +216,21 @@ class FaultStore:
                     sa.and_(faults.c.created == after.created, faults.c.id < after.id),
                 )
             )
-        async with self._transaction() as connection:
+
+        async def read(connection: AsyncConnection, _attempt: int) -> list[StoredFault]:
             return [StoredFault(*row) for row in await connection.execute(query)]
 
+        return await self._run(read)
+
     async def clear(self, instance_id: str) -> int:
-        """Soft-deletes the live faults of an instance; returns how many."""
+        """Soft-deletes the live faults of an instance; returns how many.
+
+        Not run again after a lost COMMIT: the faults may be cleared already,
+        and a second run would answer a wrong count.
+        """
         now = utc_now()
-        async with self._transaction() as connection:
+
+        async def clear(connection: AsyncConnection, _attempt: int) -> int:
             result = await connection.execute(
                 sa.update(faults)
                 .where(faults.c.instance_id == instance_id, LIVE)
@@ -180,23 +238,48 @@ class FaultStore:
             )
             return result.rowcount
 
+        return await self._run(clear, rerun_after_lost_commit=False)
+
     async def purge(self, cleared_before: datetime, batch_size: int = 1000) -> int:
         """Hard-deletes faults cleared before a date, in bounded batches; returns how many."""
+
+        async def purge_batch(connection: AsyncConnection, _attempt: int) -> int:
+            ids = (
+                await connection.scalars(
+                    sa.select(faults.c.id)
+                    .where(faults.c.deleted == sa.true(), faults.c.deleted_at < cleared_before)
+                    .limit(batch_size)
+                )
+            ).all()
+            if ids:
+                await connection.execute(sa.delete(faults).where(faults.c.id.in_(ids)))
+            return len(ids)
+
         purged = 0
         while True:
-            async with self._transaction() as connection:
-                ids = (
-                    await connection.scalars(
-                        sa.select(faults.c.id)
-                        .where(faults.c.deleted == sa.true(), faults.c.deleted_at < cleared_before)
-                        .limit(batch_size)
-                    )
-                ).all()
-                if ids:
-                    await connection.execute(sa.delete(faults).where(faults.c.id.in_(ids)))
-            purged += len(ids)
-            if len(ids) < batch_size:
+            count = await self._run(purge_batch)
+            purged += count
+            if count < batch_size:
                 return purged
+
+
+def reason(error: BaseException) -> str:
+    """Why a transaction failed, in words fit for a caller: no hosts, no SQL."""
+    if isinstance(error, TimeoutError):
+        return "no answer within the timeout"
+    if isinstance(error, exc.TimeoutError):
+        return "all connections are busy"
+    if isinstance(error, exc.DBAPIError) and isinstance(error.orig, sqlite3.Error):
+        return str(error.orig)  # "database is locked", "unable to open database file"
+    kind = classify(error)
+    if kind is Failure.CONFLICT:
+        what = "conflict with a concurrent write"
+    elif kind is Failure.ENDPOINT_DOWN:
+        what = "not answering"
+    else:
+        what = "request refused"
+    number = error_number(error) if isinstance(error, exc.DBAPIError) else None
+    return f"{what} (MySQL error {number})" if number else what
 
 
 def _as_stored(fault: NewFault, now: datetime) -> StoredFault:

@@ -1,0 +1,112 @@
+"""Several endpoints of one database (the nodes of a cluster): use the first that answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from faultsvc.errors import Unavailable
+from faultsvc.storage.engine import create_engine
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseEndpoints:
+    """One engine per endpoint, in order of preference, and the one in use now.
+
+    Transactions run on `current`. One that finds it down calls `failed`,
+    which moves on to the next endpoint at once. `probe` pings every endpoint
+    and goes back to the most preferred one that answers, so the first
+    endpoint is used again once it has returned.
+    """
+
+    def __init__(self, engines: Sequence[AsyncEngine], *, timeout_seconds: float = 5.0) -> None:
+        if not engines:
+            raise ValueError("a database needs at least one endpoint")
+        self.engines = tuple(engines)
+        self.timeout_seconds = timeout_seconds
+        self._current = 0
+
+    @classmethod
+    def connect(
+        cls, urls: Sequence[str], *, pool_size: int = 10, timeout_seconds: float = 5.0
+    ) -> DatabaseEndpoints:
+        """Engines for `urls`; nothing connects until a transaction or a probe needs it."""
+        engines = [
+            create_engine(url, pool_size=pool_size, timeout_seconds=timeout_seconds) for url in urls
+        ]
+        return cls(engines, timeout_seconds=timeout_seconds)
+
+    @property
+    def current(self) -> AsyncEngine:
+        return self.engines[self._current]
+
+    def failed(self, engine: AsyncEngine) -> None:
+        """Moves on from `engine`, when it is still the current one, to the next endpoint.
+
+        Many transactions fail together when an endpoint goes down; only the
+        first report moves on, so that the others do not skip a good endpoint.
+        """
+        if len(self.engines) > 1 and engine is self.current:
+            self._switch_to((self._current + 1) % len(self.engines), back=False)
+
+    async def probe(self) -> None:
+        """Uses the most preferred endpoint that answers; Unavailable when none does.
+
+        Every endpoint is pinged at once; the answer is known as soon as one
+        endpoint answers and all the more preferred ones have failed.
+        """
+        pings = [asyncio.create_task(self._ping(engine)) for engine in self.engines]
+        errors: list[str] = []
+        try:
+            for index, ping in enumerate(pings):
+                error = await ping
+                if error is None:
+                    if index != self._current:
+                        self._switch_to(index, back=index < self._current)
+                    return
+                errors.append(f"{describe(self.engines[index])}: {error}")
+        finally:
+            for ping in pings:
+                ping.cancel()
+            await asyncio.gather(*pings, return_exceptions=True)
+        raise Unavailable("no database endpoint answers: " + "; ".join(errors))
+
+    async def first_answering(self) -> AsyncEngine:
+        """The most preferred endpoint that answers now (for commands run once, as migrations)."""
+        await self.probe()
+        return self.current
+
+    async def dispose(self) -> None:
+        await asyncio.gather(*(engine.dispose() for engine in self.engines))
+
+    async def _ping(self, engine: AsyncEngine) -> str | None:
+        """None when `engine` answers within the timeout, else why not."""
+        try:
+            async with asyncio.timeout(self.timeout_seconds), engine.connect() as connection:
+                await connection.execute(sa.select(1))
+        except TimeoutError:
+            return f"no answer within {self.timeout_seconds:g} s"
+        except (sa.exc.SQLAlchemyError, OSError) as error:
+            return f"{type(error).__name__}: {getattr(error, 'orig', None) or error}"
+        return None
+
+    def _switch_to(self, index: int, *, back: bool) -> None:
+        new, old = describe(self.engines[index]), describe(self.current)
+        if back:
+            log.info("database endpoint %s answers again; going back to it from %s", new, old)
+        else:
+            log.warning("database endpoint %s does not answer; failing over to %s", old, new)
+        self._current = index
+
+
+def describe(engine: AsyncEngine) -> str:
+    """An endpoint as a log line may show it: without its password."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        return url.database or ":memory:"
+    return f"{url.host}:{url.port or 3306}"
