@@ -25,7 +25,7 @@ from faultsvc.metrics import Metrics
 from faultsvc.policy.roles import AdminPolicy
 from faultsvc.servicer import FaultServicer
 from faultsvc.storage.batching import Batcher
-from faultsvc.storage.engine import create_engine
+from faultsvc.storage.failover import DatabaseEndpoints
 from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.storage.store import FaultStore
 from faultsvc.v1 import fault_service_pb2, fault_service_pb2_grpc
@@ -47,12 +47,17 @@ class FaultServer:
 
     settings: Settings
     server: grpc.aio.Server
-    engine: AsyncEngine
+    database: DatabaseEndpoints
     health: DatabaseHealth
     writer: Batcher[NewFault, StoredFault]
     latest_reader: Batcher[str, StoredFault | None]
     port: int
     metrics_registry: CollectorRegistry
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine of the database endpoint in use now."""
+        return self.database.current
 
     @property
     def target(self) -> str:
@@ -72,25 +77,25 @@ class FaultServer:
         await self.server.stop(self.settings.grace_seconds)
         await self.writer.close()
         await self.latest_reader.close()
-        await self.engine.dispose()
+        await self.database.dispose()
         log.info("faultsvc stopped")
 
 
 async def build_server(settings: Settings, *, reuse_port: bool = False) -> FaultServer:
     """Wires storage, servicer, interceptors, health and reflection; migrates the schema."""
-    engine = create_engine(
-        settings.database_url,
+    database = DatabaseEndpoints.connect(
+        settings.database_urls,
         pool_size=settings.database_pool_size,
         timeout_seconds=settings.database_timeout_seconds,
     )
-    await upgrade_to_head(engine)
-    store = FaultStore(engine)
+    await upgrade_to_head(await database.first_answering())
+    store = FaultStore(database)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
 
     async def record_batch(batch: Sequence[NewFault]) -> list[StoredFault | FaultServiceError]:
         results = await store.record_batch(batch)
-        metrics.pool_in_use.set(engine.pool.checkedout())  # type: ignore[attr-defined]
+        metrics.pool_in_use.set(database.current.pool.checkedout())  # type: ignore[attr-defined]
         metrics.count_recorded(r.source for r in results if isinstance(r, StoredFault))
         return results
 
@@ -131,7 +136,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
     )
     port = server.add_insecure_port(settings.listen)
     health = DatabaseHealth(store, health_servicer, [FAULT_SERVICE], settings.health_check_seconds)
-    return FaultServer(settings, server, engine, health, writer, latest_reader, port, registry)
+    return FaultServer(settings, server, database, health, writer, latest_reader, port, registry)
 
 
 def check_bind_is_safe(settings: Settings) -> None:

@@ -18,7 +18,7 @@ from faultsvc.config import Settings, load_settings
 from faultsvc.errors import Unavailable
 from faultsvc.faults import utc_now
 from faultsvc.logs import configure_logging
-from faultsvc.storage.engine import create_engine
+from faultsvc.storage.failover import DatabaseEndpoints
 from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.storage.retention import cap_history
 from faultsvc.storage.store import FaultStore
@@ -121,11 +121,11 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def upgrade() -> None:
-        engine = create_engine(settings.database_url)
+        database = DatabaseEndpoints.connect(settings.database_urls)
         try:
-            await upgrade_to_head(engine)
+            await upgrade_to_head(await database.first_answering())
         finally:
-            await engine.dispose()
+            await database.dispose()
 
     asyncio.run(upgrade())
     print(f"{settings.database_url}: schema is current")
@@ -140,14 +140,14 @@ def _db_purge(args: argparse.Namespace) -> int:
     keep = settings.max_faults_per_instance
 
     async def purge() -> tuple[int, int]:
-        engine = create_engine(settings.database_url)
+        database = DatabaseEndpoints.connect(settings.database_urls)
         try:
-            await upgrade_to_head(engine)
-            capped = await cap_history(engine, keep) if keep else 0
+            await upgrade_to_head(await database.first_answering())
+            capped = await cap_history(database.current, keep) if keep else 0
             cleared_before = utc_now() - timedelta(days=args.older_than)
-            return capped, await FaultStore(engine).purge(cleared_before)
+            return capped, await FaultStore(database).purge(cleared_before)
         finally:
-            await engine.dispose()
+            await database.dispose()
 
     capped, purged = asyncio.run(purge())
     if keep:

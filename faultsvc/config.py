@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,8 +15,11 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///faultsvc.db"
+NEXT_URL = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 
 
 class Settings(BaseSettings):
@@ -24,7 +28,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FAULTSVC_", extra="forbid")
 
     listen: str = Field("127.0.0.1:50051", description="HOST:PORT to serve gRPC on")
-    database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy async URL")
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy async URL; several, comma-separated, for the endpoints of one "
+        "database (the nodes of a cluster), used in that order of preference",
+    )
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
@@ -60,6 +68,33 @@ class Settings(BaseSettings):
         description="`db purge` clears each instance's faults beyond its newest N; off when unset",
     )
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _join_urls(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):  # a list in the config file
+            return ",".join(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_urls(cls, value: str) -> str:
+        urls = split_database_urls(value)
+        if not urls:
+            raise ValueError("no database URL given")
+        for url in urls:
+            try:
+                backend = make_url(url).get_backend_name()
+            except ArgumentError:
+                raise ValueError(f"not a database URL: {url!r}") from None
+            if backend == "sqlite" and len(urls) > 1:
+                raise ValueError("a SQLite database has one endpoint, its file")
+        return value
+
+    @property
+    def database_urls(self) -> list[str]:
+        """The endpoints of the database, in order of preference."""
+        return split_database_urls(self.database_url)
+
     @field_validator("admin_roles", mode="before")
     @classmethod
     def _split_roles(cls, value: Any) -> Any:
@@ -77,6 +112,15 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def split_database_urls(value: str) -> list[str]:
+    """`value` cut before each `scheme://` that follows a comma: one URL per endpoint.
+
+    Only a comma followed by a new URL separates, so a comma elsewhere (in a
+    password or a query string) stays part of its URL.
+    """
+    return [url.strip() for url in NEXT_URL.split(value) if url.strip()]
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:

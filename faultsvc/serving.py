@@ -20,7 +20,7 @@ from faultsvc.app import build_server, check_bind_is_safe
 from faultsvc.config import Settings
 from faultsvc.logs import configure_logging
 from faultsvc.metrics import MULTIPROCESS_DIR_ENV, multiprocess_registry, serve_metrics
-from faultsvc.storage.engine import create_engine
+from faultsvc.storage.failover import DatabaseEndpoints
 from faultsvc.storage.migrate import upgrade_to_head
 
 log = logging.getLogger(__name__)
@@ -130,8 +130,8 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
-    engine = create_engine(settings.database_url)
+    database = DatabaseEndpoints.connect(settings.database_urls)
     try:
-        await upgrade_to_head(engine)
+        await upgrade_to_head(await database.first_answering())
     finally:
-        await engine.dispose()
+        await database.dispose()
