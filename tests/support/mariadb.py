@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,17 +36,20 @@ def require_root_and_mariadbd() -> str | None:
     return None
 
 
-def reachable_by_mysql(directory: Path) -> None:
-    """Lets the mysql user into `directory`, whose parents (pytest's tmp) are private to root."""
+def mysql_directory(prefix: str) -> Path:
+    """A new directory for the mysql user, under the system's temporary directory.
+
+    Not under pytest's tmp: every pytest session that starts makes that
+    private to root again, and a server already running there would lose
+    its own files.
+    """
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
     shutil.chown(directory, "mysql", "mysql")
-    for parent in directory.parents:
-        if parent == Path("/") or parent.stat().st_uid != os.geteuid():
-            break
-        parent.chmod(parent.stat().st_mode | 0o011)  # search only: no listing
+    return directory
 
 
 class PrivateMariaDB:
-    """A mariadbd with its own datadir, port and socket under `directory`, started as mysql.
+    """A mariadbd with its own datadir, port and socket in `directory`, started as mysql.
 
     `start` and `stop` (SIGTERM, a clean shutdown), `kill` (SIGKILL), `freeze`
     and `thaw` (SIGSTOP, SIGCONT: a server that accepts connections and never
@@ -65,8 +69,6 @@ class PrivateMariaDB:
 
     def install(self) -> PrivateMariaDB:
         """Creates the system tables; root@127.0.0.1 gets an empty password."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        reachable_by_mysql(self.directory)
         self.datadir.mkdir(exist_ok=True)
         shutil.chown(self.datadir, "mysql", "mysql")
         installed = subprocess.run(
