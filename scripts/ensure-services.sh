@@ -3,7 +3,9 @@
 # call, and a MariaDB server answering on 127.0.0.1:3306.
 set -euo pipefail
 
-packages=(nghttp2-client rsync galera-4)
+# mariadb-server, mariadb-client, galera-4, rsync, iproute2 and procps run the private
+# servers and the Galera cluster of tests/outage and tests/cluster (scripts/galera).
+packages=(nghttp2-client mariadb-server mariadb-client galera-4 rsync iproute2 procps)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
