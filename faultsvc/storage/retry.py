@@ -21,9 +21,10 @@ SERVER_GONE = 2006
 CONNECTION_LOST = 2013
 COMMANDS_OUT_OF_SYNC = 2014
 SERVER_LOST_EXTENDED = 2055
+TIDB_WRITE_CONFLICT = 9007  # an optimistic transaction lost at commit
 
 # Errors after which the transaction is certainly rolled back: running it again is safe.
-CONFLICTS = frozenset({DEADLOCK, LOCK_WAIT_TIMEOUT, DUPLICATE_KEY})
+CONFLICTS = frozenset({DEADLOCK, LOCK_WAIT_TIMEOUT, DUPLICATE_KEY, TIDB_WRITE_CONFLICT})
 # Errors that say the endpoint does not answer, or is not fit to (a Galera node
 # outside the primary component, or still joining): another endpoint may.
 ENDPOINT_DOWN = frozenset(
