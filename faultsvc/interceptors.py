@@ -7,6 +7,7 @@ streaming RPC added later is covered too).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import uuid
@@ -33,8 +34,15 @@ def rewrap(
     handler: Handler,
     unary: Callable[[UnaryBehaviour], UnaryBehaviour],
     stream: Callable[[StreamBehaviour], StreamBehaviour],
+    writes: Callable[[UnaryBehaviour], UnaryBehaviour],
 ) -> Handler:
-    """`handler` with its behaviour wrapped: `unary` for one response, `stream` for many."""
+    """`handler` with its behaviour wrapped.
+
+    `unary` wraps a behaviour that returns its one response; a streaming
+    behaviour either yields its responses (wrapped by `stream`) or writes them
+    with `context.write` and returns nothing (wrapped by `writes`), as
+    grpc.health.v1's Watch does.
+    """
     # The stubs type behaviours as the sync API's; on a grpc.aio server they are
     # coroutine functions and async generators.
     behaviours: Any = handler
@@ -42,13 +50,19 @@ def rewrap(
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
+
+    def streaming(behaviour: Any) -> Any:
+        return stream(behaviour) if inspect.isasyncgenfunction(behaviour) else writes(behaviour)
+
     if behaviours.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary(behaviours.unary_unary), **serializers)
     if behaviours.stream_unary:
         return grpc.stream_unary_rpc_method_handler(unary(behaviours.stream_unary), **serializers)
     if behaviours.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream(behaviours.unary_stream), **serializers)
-    return grpc.stream_stream_rpc_method_handler(stream(behaviours.stream_stream), **serializers)
+        return grpc.unary_stream_rpc_method_handler(
+            streaming(behaviours.unary_stream), **serializers
+        )
+    return grpc.stream_stream_rpc_method_handler(streaming(behaviours.stream_stream), **serializers)
 
 
 class BehaviourInterceptor(grpc.aio.ServerInterceptor):
@@ -66,6 +80,10 @@ class BehaviourInterceptor(grpc.aio.ServerInterceptor):
     def stream(self, behaviour: StreamBehaviour, method: str) -> StreamBehaviour:
         raise NotImplementedError
 
+    def writes(self, behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
+        """Wraps a streaming behaviour that writes its responses; by default as a unary one."""
+        return self.unary(behaviour, method)
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
@@ -79,6 +97,7 @@ class BehaviourInterceptor(grpc.aio.ServerInterceptor):
                 handler,
                 lambda behaviour: self.unary(behaviour, method),
                 lambda behaviour: self.stream(behaviour, method),
+                lambda behaviour: self.writes(behaviour, method),
             )
         return wrapped
 
@@ -150,6 +169,27 @@ class RedactionInterceptor(BehaviourInterceptor):
                 yield response
 
         return redacted
+
+    def writes(self, behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
+        async def redacted(request: Any, context: Context) -> Any:
+            redacting: Any = _RedactingWrites(context)  # stands in for the context
+            return await behaviour(request, redacting)
+
+        return redacted
+
+
+class _RedactingWrites:
+    """A servicer context whose `write` clears admin-only fields before sending."""
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+
+    async def write(self, message: Any) -> None:
+        strip_admin_only(message)
+        await self._context.write(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 class MetricsInterceptor(BehaviourInterceptor):
