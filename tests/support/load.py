@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 import uuid
 from collections import Counter
@@ -113,13 +114,19 @@ class Load:
         return Counter(f"{call.rpc} {call.code.name}" for call in self.calls)
 
     def first_ok_after(self, moment: float, rpc: str | None = None) -> float:
-        """Seconds from `moment` to the end of the first successful call that started after it."""
+        """Seconds from `moment` to the end of the first successful call that started after it.
+
+        Infinite when there was none.
+        """
         return min(
-            call.ended - moment
-            for call in self.calls
-            if call.started >= moment
-            and call.code == grpc.StatusCode.OK
-            and rpc in (None, call.rpc)
+            (
+                call.ended - moment
+                for call in self.calls
+                if call.started >= moment
+                and call.code == grpc.StatusCode.OK
+                and rpc in (None, call.rpc)
+            ),
+            default=math.inf,
         )
 
     def longest_pause(self, rpc: str = "RecordFault") -> float:
