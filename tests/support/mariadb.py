@@ -39,7 +39,7 @@ def require_root_and_mariadbd() -> str | None:
 def mysql_directory(prefix: str) -> Path:
     """A new directory for the mysql user, under the system's temporary directory.
 
-    Not under pytest's tmp: every pytest session that starts makes that
+    Not under pytest's tmp: every pytest run that starts makes that
     private to root again, and a server already running there would lose
     its own files.
     """
