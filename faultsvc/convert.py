@@ -23,10 +23,17 @@ def fault_message(fault: StoredFault) -> fault_pb2.Fault:
     )
 
 
+EPOCH = datetime(1970, 1, 1)
+
+
 def timestamp(naive_utc: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(naive_utc.replace(tzinfo=UTC))
-    return stamp
+    # Plain arithmetic: Timestamp.FromDatetime's time zone handling costs a
+    # quarter of building a Fault, on every fault of every read.
+    since_epoch = naive_utc - EPOCH
+    return Timestamp(
+        seconds=since_epoch.days * 86_400 + since_epoch.seconds,
+        nanos=since_epoch.microseconds * 1000,
+    )
 
 
 def naive_utc(stamp: Timestamp) -> datetime:

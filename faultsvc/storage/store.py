@@ -41,6 +41,37 @@ FAULT_COLUMNS = (
 )
 LIVE = faults.c.deleted == sa.false()
 
+# The statements are built once: SQLAlchemy then compiles each once per dialect
+# and finds it in its cache by identity on every call.
+INSERT_FAULTS = sa.insert(faults)
+FAULTS_BY_ID = sa.select(*FAULT_COLUMNS).where(faults.c.id.in_(sa.bindparam("ids", expanding=True)))
+_NEWEST = (
+    sa.select(faults.c.instance_id, sa.func.max(faults.c.created).label("created"))
+    .where(faults.c.instance_id.in_(sa.bindparam("instance_ids", expanding=True)), LIVE)
+    .group_by(faults.c.instance_id)
+    .subquery("newest")
+)
+LATEST_FAULTS = sa.select(*FAULT_COLUMNS).join(
+    _NEWEST,
+    sa.and_(
+        faults.c.instance_id == _NEWEST.c.instance_id,
+        faults.c.created == _NEWEST.c.created,
+        LIVE,
+    ),
+)
+HISTORY_FIRST_PAGE = (
+    sa.select(*FAULT_COLUMNS)
+    .where(faults.c.instance_id == sa.bindparam("instance_id"), LIVE)
+    .order_by(faults.c.created.desc(), faults.c.id.desc())
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)
+HISTORY_NEXT_PAGE = HISTORY_FIRST_PAGE.where(
+    sa.or_(
+        faults.c.created < sa.bindparam("created"),
+        sa.and_(faults.c.created == sa.bindparam("created"), faults.c.id < sa.bindparam("id")),
+    )
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
@@ -152,7 +183,7 @@ class FaultStore:
                 else AlreadyExists(f"fault_id {fault.id} belongs to another instance")
             )
         if rows:
-            await connection.execute(sa.insert(faults), rows)
+            await connection.execute(INSERT_FAULTS, rows)
         return results
 
     async def _stored_by_id(
@@ -160,7 +191,7 @@ class FaultStore:
     ) -> dict[str, StoredFault]:
         if not ids:
             return {}
-        result = await connection.execute(sa.select(*FAULT_COLUMNS).where(faults.c.id.in_(ids)))
+        result = await connection.execute(FAULTS_BY_ID, {"ids": list(ids)})
         return {row.id: StoredFault(*row) for row in result}
 
     async def latest_for(self, instance_ids: Collection[str]) -> dict[str, StoredFault]:
@@ -173,24 +204,11 @@ class FaultStore:
         """
         if not instance_ids:
             return {}
-        newest = (
-            sa.select(faults.c.instance_id, sa.func.max(faults.c.created).label("created"))
-            .where(faults.c.instance_id.in_(instance_ids), LIVE)
-            .group_by(faults.c.instance_id)
-            .subquery("newest")
-        )
-        query = sa.select(*FAULT_COLUMNS).join(
-            newest,
-            sa.and_(
-                faults.c.instance_id == newest.c.instance_id,
-                faults.c.created == newest.c.created,
-                LIVE,
-            ),
-        )
+        parameters = {"instance_ids": list(instance_ids)}
 
         async def read(connection: AsyncConnection, _attempt: int) -> dict[str, StoredFault]:
             latest: dict[str, StoredFault] = {}
-            for row in await connection.execute(query):
+            for row in await connection.execute(LATEST_FAULTS, parameters):
                 fault = StoredFault(*row)
                 current = latest.get(fault.instance_id)
                 if current is None or fault.id > current.id:
@@ -203,22 +221,13 @@ class FaultStore:
         self, instance_id: str, limit: int, after: Cursor | None = None
     ) -> list[StoredFault]:
         """Up to `limit` live faults of an instance, newest first, after `after` if given."""
-        query = (
-            sa.select(*FAULT_COLUMNS)
-            .where(faults.c.instance_id == instance_id, LIVE)
-            .order_by(faults.c.created.desc(), faults.c.id.desc())
-            .limit(limit)
-        )
+        query = HISTORY_FIRST_PAGE if after is None else HISTORY_NEXT_PAGE
+        parameters: dict[str, object] = {"instance_id": instance_id, "limit": limit}
         if after is not None:
-            query = query.where(
-                sa.or_(
-                    faults.c.created < after.created,
-                    sa.and_(faults.c.created == after.created, faults.c.id < after.id),
-                )
-            )
+            parameters |= {"created": after.created, "id": after.id}
 
         async def read(connection: AsyncConnection, _attempt: int) -> list[StoredFault]:
-            return [StoredFault(*row) for row in await connection.execute(query)]
+            return [StoredFault(*row) for row in await connection.execute(query, parameters)]
 
         return await self._run(read)
 
