@@ -21,7 +21,6 @@ from faultsvc_client import (
     SyncFaultReporter,
 )
 from faultsvc_client.fault_info import process_name
-from tests.clients.processes import run_python
 from tests.support.servers import ServerProcess
 
 QUICK = Backoff(initial=0.05, maximum=0.3)
@@ -244,18 +243,3 @@ def test_backoff_grows_to_its_maximum_with_jitter() -> None:
         delays = [backoff.delay(failures) for _ in range(200)]
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
         assert len(set(delays)) > 1
-
-
-def test_sync_reporter_refuses_eventlet_monkey_patching_instead_of_hanging() -> None:
-    pytest.importorskip("eventlet")
-    program = (
-        "import eventlet\n"
-        "eventlet.monkey_patch()\n"
-        "from faultsvc_client import SyncFaultReporter\n"
-        "SyncFaultReporter().start()\n"
-    )
-
-    ran = run_python(["-W", "ignore", "-c", program], timeout=30)
-
-    assert ran.returncode == 1
-    assert "cannot run under eventlet's monkey patching" in ran.stderr
