@@ -27,6 +27,9 @@ def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 5.0
         pool_pre_ping=True,
         pool_recycle=3600,
         connect_args={"charset": "utf8mb4", "connect_timeout": timeout_seconds},
+        # Statement parameters hold fault details (admin-only): a database
+        # error, logged with its traceback, must not quote them.
+        hide_parameters=True,
     )
     sa.event.listen(engine.sync_engine, "connect", _wait_for_cluster_writes)
     return engine
@@ -53,7 +56,9 @@ def _wait_for_cluster_writes(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_engine(url: str, timeout_seconds: float) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": timeout_seconds})
+    engine = create_async_engine(
+        url, connect_args={"timeout": timeout_seconds}, hide_parameters=True
+    )
 
     @sa.event.listens_for(engine.sync_engine, "connect")
     def _durable_and_concurrent(dbapi_connection: Any, _record: Any) -> None:

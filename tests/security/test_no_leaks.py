@@ -1,0 +1,164 @@
+"""Admin-only values reach no one but admins: not through errors, not through the server's log."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+from grpc_status import rpc_status
+from sqlalchemy.engine import make_url
+
+from faultsvc.v1 import fault_service_pb2 as pb
+from faultsvc.v1 import fault_service_pb2_grpc
+from tests.integration.test_redaction import REQUESTS, SERVICE
+from tests.support.calls import Stub
+from tests.support.databases import mysql_admin_connection
+from tests.support.servers import ServerProcess
+
+# The details of every fault these tests record; it must never come back but to admins.
+SECRET_DETAILS = "Traceback: only-admins-may-read-this-frame"
+TOO_LONG_ID = "i" * 65
+METHODS = [method.name for method in SERVICE.methods]
+
+
+def failing(method: str) -> Message:
+    """The RPC's request from the table, made invalid, with admin-only text where it fits."""
+    request = REQUESTS[method](TOO_LONG_ID)
+    if isinstance(request, pb.RecordFaultRequest):
+        request.details = SECRET_DETAILS
+    return request
+
+
+def failing_record_requests(instance: str) -> list[pb.RecordFaultRequest]:
+    """RecordFault requests that fail each of its checks, all carrying the admin-only text."""
+    future = timestamp_pb2.Timestamp(seconds=4_102_444_800)  # 2100
+    return [
+        pb.RecordFaultRequest(instance_id="", message="m", details=SECRET_DETAILS),
+        pb.RecordFaultRequest(instance_id=TOO_LONG_ID, message="m", details=SECRET_DETAILS),
+        pb.RecordFaultRequest(instance_id=instance, message=" ", details=SECRET_DETAILS),
+        pb.RecordFaultRequest(
+            instance_id=instance, message="m", details=SECRET_DETAILS, fault_id=SECRET_DETAILS
+        ),
+        pb.RecordFaultRequest(
+            instance_id=instance, message="m", details=SECRET_DETAILS, occur_time=future
+        ),
+    ]
+
+
+def what_the_caller_reads(error: grpc.aio.AioRpcError) -> str:
+    """The status message, the trailers, and the google.rpc details unpacked."""
+    said = [error.details() or "", repr(error.trailing_metadata())]
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is not None:
+        said += [status.message, *(repr(detail) for detail in status.details)]
+        said += [str(detail.value, errors="replace") for detail in status.details]
+    return "\n".join(said)
+
+
+async def fails(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call
+    return failure.value
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_no_rpc_error_carries_an_admin_only_value(stub: Stub, method: str) -> None:
+    error = await fails(getattr(stub, method)(failing(method), timeout=10))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert SECRET_DETAILS not in what_the_caller_reads(error)
+
+
+async def test_no_record_fault_refusal_carries_the_details(stub: Stub) -> None:
+    instance = str(uuid.uuid4())
+    errors = [
+        await fails(stub.RecordFault(request, timeout=10))
+        for request in failing_record_requests(instance)
+    ]
+    fault_id = str(uuid.uuid4())
+    await stub.RecordFault(
+        pb.RecordFaultRequest(
+            instance_id=instance, message="m", details=SECRET_DETAILS, fault_id=fault_id
+        )
+    )
+    taken = pb.RecordFaultRequest(
+        instance_id="another", message="m", details=SECRET_DETAILS, fault_id=fault_id
+    )
+    errors.append(await fails(stub.RecordFault(taken, timeout=10)))
+    assert [error.code() for error in errors] == [grpc.StatusCode.INVALID_ARGUMENT] * 5 + [
+        grpc.StatusCode.ALREADY_EXISTS
+    ]
+    for error in errors:
+        assert SECRET_DETAILS not in what_the_caller_reads(error)
+
+
+async def test_a_request_that_does_not_parse_is_not_quoted(server: Any) -> None:
+    """The bytes of a request with a broken field hold the details too: none come back."""
+    request = pb.RecordFaultRequest(instance_id="i", message="MESSAGE", details=SECRET_DETAILS)
+    data = request.SerializeToString().replace(b"MESSAGE", b"\xff\xfe\xfd\xfc\xfb\xfa\xf9")
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        record_bytes: Any = channel.unary_unary("/faultsvc.v1.FaultService/RecordFault")
+        error = await fails(record_bytes(data, timeout=10))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "message" in (error.details() or "")
+    assert SECRET_DETAILS not in what_the_caller_reads(error)
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_the_server_log_never_holds_fault_details(
+    database_url: str, tmp_path: Path, level: str
+) -> None:
+    log = tmp_path / "faultsvc.log"
+    server = ServerProcess(database_url, extra_args=["--log-level", level], log_path=log)
+    instance = str(uuid.uuid4())
+    with server, grpc.insecure_channel(server.target) as channel:
+        stub = fault_service_pb2_grpc.FaultServiceStub(channel)
+        admin = (("x-roles", "admin"),)
+        for _ in range(3):
+            stub.RecordFault(
+                pb.RecordFaultRequest(instance_id=instance, message="m", details=SECRET_DETAILS)
+            )
+        for method in METHODS:
+            getattr(stub, method)(REQUESTS[method](instance), metadata=admin, timeout=10)
+            with pytest.raises(grpc.RpcError):
+                getattr(stub, method)(failing(method), metadata=admin, timeout=10)
+        for request in failing_record_requests(instance):
+            with pytest.raises(grpc.RpcError):
+                stub.RecordFault(request, timeout=10)
+        server.stop()
+    logged = log.read_text()
+    assert "serving on" in logged
+    assert SECRET_DETAILS not in logged
+
+
+@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
+def test_an_unexpected_database_error_is_logged_without_the_details(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The traceback of an error no one foresaw is logged; the statement's values are not."""
+    log = tmp_path / "faultsvc.log"
+    with ServerProcess(database_url, log_path=log) as server:
+        # A column too narrow for the details: an error the store does not expect.
+        connection = mysql_admin_connection()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"ALTER TABLE {make_url(database_url).database}.instance_faults "
+                    "MODIFY details VARCHAR(8)"
+                )
+        finally:
+            connection.close()
+        with grpc.insecure_channel(server.target) as channel:
+            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
+            request = pb.RecordFaultRequest(instance_id="i", message="m", details=SECRET_DETAILS)
+            with pytest.raises(grpc.RpcError) as failure:
+                stub.RecordFault(request, timeout=10)
+        assert failure.value.code() == grpc.StatusCode.INTERNAL
+        server.stop()
+    logged = log.read_text()
+    assert "Traceback" in logged
+    assert SECRET_DETAILS not in logged
