@@ -23,6 +23,7 @@ from faultsvc.health import DatabaseHealth
 from faultsvc.interceptors import ErrorInterceptor, MetricsInterceptor, RedactionInterceptor
 from faultsvc.metrics import Metrics
 from faultsvc.policy.roles import AdminPolicy
+from faultsvc.policy.scrub import Scrubber
 from faultsvc.servicer import FaultServicer
 from faultsvc.storage.batching import Batcher
 from faultsvc.storage.failover import DatabaseEndpoints
@@ -122,7 +123,10 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
         ],
     )
     fault_service_pb2_grpc.add_FaultServiceServicer_to_server(
-        FaultServicer(store, writer, latest_reader), server
+        FaultServicer(
+            store, writer, latest_reader, Scrubber(settings.scrub_patterns, settings.scrub_mask)
+        ),
+        server,
     )
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -18,6 +18,8 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from faultsvc.policy.scrub import check_patterns
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///faultsvc.db"
 NEXT_URL = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 
@@ -55,6 +57,16 @@ class Settings(BaseSettings):
     allow_insecure_bind: bool = Field(
         False, description="listen beyond loopback without authentication"
     )
+    scrub_patterns: list[str] = Field(
+        [], description="regular expressions masked in faults, beside the built-in ones"
+    )
+    scrub_mask: str = Field("***", min_length=1, description="what a masked secret becomes")
+
+    @field_validator("scrub_patterns")
+    @classmethod
+    def _compile_patterns(cls, value: list[str]) -> list[str]:
+        return check_patterns(value)
+
     grace_seconds: float = Field(10.0, ge=0, description="how long in-flight calls may finish")
     database_pool_size: int = Field(10, ge=1)
     database_timeout_seconds: float = Field(

@@ -8,9 +8,10 @@ from faultsvc import faults, pagination
 from faultsvc.convert import fault_message, naive_utc
 from faultsvc.errors import InvalidArgument
 from faultsvc.faults import NewFault, StoredFault
+from faultsvc.policy.scrub import Scrubber
 from faultsvc.storage.batching import Batcher
 from faultsvc.storage.store import Cursor, FaultStore
-from faultsvc.storage.tables import LABEL_MAX_CHARS
+from faultsvc.storage.tables import DETAILS_MAX_BYTES, LABEL_MAX_CHARS, MESSAGE_MAX_CHARS
 from faultsvc.v1 import fault_service_pb2 as pb
 from faultsvc.v1 import fault_service_pb2_grpc
 
@@ -25,15 +26,17 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
         store: FaultStore,
         writer: Batcher[NewFault, StoredFault],
         latest_reader: Batcher[str, StoredFault | None],
+        scrubber: Scrubber | None = None,
     ) -> None:
         self._store = store
         self._writer = writer
         self._latest_reader = latest_reader
+        self._scrubber = scrubber or Scrubber()
 
     async def RecordFault(
         self, request: pb.RecordFaultRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.RecordFaultResponse:
-        stored = await self._writer.submit(new_fault_from(request))
+        stored = await self._writer.submit(new_fault_from(request, self._scrubber))
         return pb.RecordFaultResponse(fault=fault_message(stored))
 
     async def GetLatestFault(
@@ -92,8 +95,13 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
         return pb.ClearFaultsResponse(cleared_count=cleared)
 
 
-def new_fault_from(request: pb.RecordFaultRequest) -> NewFault:
-    """The fault a RecordFault request describes, validated and truncated."""
+def new_fault_from(request: pb.RecordFaultRequest, scrubber: Scrubber) -> NewFault:
+    """The fault a RecordFault request describes: validated, scrubbed of secrets, truncated.
+
+    Scrubbing comes before truncation, so that a cut never leaves half a
+    secret that no pattern recognises.
+    """
+    scrub = scrubber.scrub_before_cut
     now = faults.utc_now()
     created = now
     if request.HasField("occur_time"):
@@ -106,10 +114,10 @@ def new_fault_from(request: pb.RecordFaultRequest) -> NewFault:
     return NewFault(
         id=faults.parse_fault_id(request.fault_id) if caller_made_id else faults.new_fault_id(),
         instance_id=faults.check_instance_id(request.instance_id),
-        message=faults.check_message(request.message),
-        details=faults.truncate_details(request.details),
-        source=faults.truncate_chars(request.source, LABEL_MAX_CHARS),
-        host=faults.truncate_chars(request.host, LABEL_MAX_CHARS),
+        message=faults.check_message(scrub(request.message, MESSAGE_MAX_CHARS)),
+        details=faults.truncate_details(scrub(request.details, DETAILS_MAX_BYTES)),
+        source=faults.truncate_chars(scrub(request.source, LABEL_MAX_CHARS), LABEL_MAX_CHARS),
+        host=faults.truncate_chars(scrub(request.host, LABEL_MAX_CHARS), LABEL_MAX_CHARS),
         created=created,
         caller_made_id=caller_made_id,
     )
