@@ -22,6 +22,13 @@ from faultsvc.faults import NewFault, StoredFault
 from faultsvc.health import DatabaseHealth
 from faultsvc.interceptors import ErrorInterceptor, MetricsInterceptor, RedactionInterceptor
 from faultsvc.metrics import Metrics
+from faultsvc.policy.auth import (
+    AuthInterceptor,
+    TokenVerifier,
+    authentication_configured,
+    load_tokens,
+    server_credentials,
+)
 from faultsvc.policy.roles import AdminPolicy
 from faultsvc.policy.scrub import Scrubber
 from faultsvc.servicer import FaultServicer
@@ -84,6 +91,8 @@ class FaultServer:
 
 async def build_server(settings: Settings, *, reuse_port: bool = False) -> FaultServer:
     """Wires storage, servicer, interceptors, health and reflection; migrates the schema."""
+    tokens = load_tokens(settings)
+    credentials = server_credentials(settings)
     database = DatabaseEndpoints.connect(
         settings.database_urls,
         pool_size=settings.database_pool_size,
@@ -113,6 +122,8 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
         # Outermost first: metrics see every call's final status code.
         interceptors=[
             MetricsInterceptor(metrics),
+            # Before anything that reads the caller's roles: a refused call reaches none of it.
+            *([AuthInterceptor(TokenVerifier(tokens))] if tokens else []),
             ErrorInterceptor(),
             RedactionInterceptor(AdminPolicy(settings.admin_roles)),
             DecodingInterceptor(),
@@ -138,7 +149,10 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
         ],
         server,
     )
-    port = server.add_insecure_port(settings.listen)
+    if credentials is None:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        port = server.add_secure_port(settings.listen, credentials)
     health = DatabaseHealth(store, health_servicer, [FAULT_SERVICE], settings.health_check_seconds)
     return FaultServer(settings, server, database, health, writer, latest_reader, port, registry)
 
@@ -147,6 +161,14 @@ def check_bind_is_safe(settings: Settings) -> None:
     """Without authentication, only loopback, unless the operator explicitly allows more."""
     host = settings.listen.rpartition(":")[0].strip("[]")
     if host == "localhost" or _is_loopback(host):
+        return
+    if authentication_configured(settings):
+        if settings.tls_cert is None:
+            log.warning(
+                "listening on %s without TLS: bearer tokens cross the network in clear text; "
+                "set tls_cert and tls_key",
+                settings.listen,
+            )
         return
     if not settings.allow_insecure_bind:
         raise InsecureBindError(

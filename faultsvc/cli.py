@@ -57,6 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="listen beyond loopback without authentication",
     )
+    auth = serve.add_argument_group(
+        "authentication", "see docs/security.md; tokens may also come from FAULTSVC_TOKENS"
+    )
+    auth.add_argument(
+        "--tokens-file",
+        type=Path,
+        metavar="PATH",
+        help="bearer tokens callers must present, one a line: TOKEN [roles=ROLE,...]",
+    )
+    auth.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this chain")
+    auth.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    auth.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="require client certificates signed by these CAs (mutual TLS)",
+    )
     serve.set_defaults(func=_serve)
 
     database = commands.add_parser("db", help="manage the database").add_subparsers(
@@ -96,6 +113,10 @@ SETTINGS_FLAGS = (
     "log_level",
     "log_format",
     "max_faults_per_instance",
+    "tokens_file",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
 )
 
 

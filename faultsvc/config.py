@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -27,7 +27,10 @@ NEXT_URL = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 class Settings(BaseSettings):
     """Everything the server can be told; flags win over FAULTSVC_* variables over the file."""
 
-    model_config = SettingsConfigDict(env_prefix="FAULTSVC_", extra="forbid")
+    # Settings hold secrets (tokens, database passwords): errors must not quote them.
+    model_config = SettingsConfigDict(
+        env_prefix="FAULTSVC_", extra="forbid", hide_input_in_errors=True
+    )
 
     listen: str = Field("127.0.0.1:50051", description="HOST:PORT to serve gRPC on")
     database_url: str = Field(
@@ -57,15 +60,43 @@ class Settings(BaseSettings):
     allow_insecure_bind: bool = Field(
         False, description="listen beyond loopback without authentication"
     )
+    tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="bearer tokens callers must present (comma-separated in FAULTSVC_TOKENS)"
+    )
+    tokens_file: Path | None = Field(
+        None, description="file of bearer tokens, one a line, `TOKEN [roles=ROLE,...]`"
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate chain to serve TLS with")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA certificates: clients must present a certificate they signed"
+    )
     scrub_patterns: list[str] = Field(
         [], description="regular expressions masked in faults, beside the built-in ones"
     )
     scrub_mask: str = Field("***", min_length=1, description="what a masked secret becomes")
 
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(token.strip() for token in value.split(",") if token.strip())
+        return value
+
     @field_validator("scrub_patterns")
     @classmethod
     def _compile_patterns(cls, value: list[str]) -> list[str]:
         return check_patterns(value)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError(
+                "tls_client_ca needs tls_cert and tls_key: client certificates need TLS"
+            )
+        return self
 
     grace_seconds: float = Field(10.0, ge=0, description="how long in-flight calls may finish")
     database_pool_size: int = Field(10, ge=1)

@@ -62,6 +62,12 @@ class MalformedRequest(FaultServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class Unauthenticated(FaultServiceError):
+    """The call carries no valid credentials; the message never quotes what it carried."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class AlreadyExists(FaultServiceError):
     """A caller-made id is taken by a different fault."""
 
