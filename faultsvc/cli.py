@@ -18,7 +18,7 @@ from faultsvc.config import Settings, load_settings
 from faultsvc.errors import Unavailable
 from faultsvc.faults import utc_now
 from faultsvc.logs import configure_logging
-from faultsvc.storage.failover import DatabaseEndpoints
+from faultsvc.storage.failover import DatabaseEndpoints, describe
 from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.storage.retention import cap_history
 from faultsvc.storage.store import FaultStore
@@ -141,15 +141,16 @@ def _serve(args: argparse.Namespace) -> int:
 def _db_upgrade(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
-    async def upgrade() -> None:
+    async def upgrade() -> str:
         database = DatabaseEndpoints.connect(settings.database_urls)
         try:
-            await upgrade_to_head(await database.first_answering())
+            engine = await database.first_answering()
+            await upgrade_to_head(engine)
+            return describe(engine)
         finally:
             await database.dispose()
 
-    asyncio.run(upgrade())
-    print(f"{settings.database_url}: schema is current")
+    print(f"{asyncio.run(upgrade())}: schema is current")
     return 0
 
 
