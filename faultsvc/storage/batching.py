@@ -13,6 +13,12 @@ Result = TypeVar("Result")
 BatchFunction = Callable[[Sequence[Item]], Awaitable[Sequence[Result | Exception]]]
 
 
+# A batch this big means calls are queueing: the server is saturated.
+BUSY_BATCH = 5
+# How long the batch after a busy one waits for more calls.
+BUSY_LINGER_SECONDS = 0.004
+
+
 class Batcher(Generic[Item, Result]):
     """Runs one batch function for all the items submitted while the previous batch ran.
 
@@ -20,12 +26,28 @@ class Batcher(Generic[Item, Result]):
     that arrive during a round trip share the next one, so the batch size
     follows the load. Each caller gets its own result or exception; a failing
     batch fails only its own callers.
+
+    When the server is saturated, calls wait in gRPC's queue rather than here,
+    and batches stay small: each then pays the round trips' fixed cost for a
+    few calls, which is where a saturated server's CPU goes. So after a busy
+    batch the next one lingers a moment for more calls: measured at 64 calls
+    in flight, it serves more calls per second and each waits less, while at
+    1 and 4 in flight (batches never busy) nothing changes.
     """
 
-    def __init__(self, name: str, run_batch: BatchFunction[Item, Result], max_batch: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        run_batch: BatchFunction[Item, Result],
+        max_batch: int,
+        *,
+        busy_linger: float = BUSY_LINGER_SECONDS,
+    ) -> None:
         self.name = name
         self._run_batch = run_batch
         self._max_batch = max_batch
+        self._busy_linger = busy_linger
+        self._last_batch_size = 0
         self._pending: list[tuple[Item, asyncio.Future[Result], float]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -56,7 +78,10 @@ class Batcher(Generic[Item, Result]):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
+                if self._last_batch_size >= BUSY_BATCH and len(self._pending) < self._max_batch:
+                    await asyncio.sleep(self._busy_linger)
                 batch = self._pending[: self._max_batch]
+                self._last_batch_size = len(batch)
                 del self._pending[: self._max_batch]
                 await self._settle(batch)
             if self._closing:

@@ -172,3 +172,33 @@ async def test_idempotent_ids_hold_across_concurrent_batches(store: FaultStore) 
     await writer.close()
     assert len({r.message for r in results}) == 1
     assert len(await store.history("i-1", 100)) == 1
+
+
+async def test_after_a_busy_batch_the_next_one_waits_for_more_calls() -> None:
+    sizes: list[int] = []
+
+    async def run(items: Sequence[int]) -> list[int | Exception]:
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher("test", run, max_batch=100, busy_linger=0.2)
+    batcher.on_batch = lambda size, waited: sizes.append(size)
+    batcher.start()
+    await asyncio.gather(*(batcher.submit(n) for n in range(10)))  # one busy batch
+    first = asyncio.create_task(batcher.submit(100))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(batcher.submit(101))
+    assert await asyncio.gather(first, second) == [100, 101]
+    await batcher.close()
+    assert sizes == [10, 2]
+
+
+async def test_a_lone_call_does_not_wait_for_company() -> None:
+    async def run(items: Sequence[int]) -> list[int | Exception]:
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher("test", run, max_batch=100, busy_linger=60)
+    batcher.start()
+    for n in range(3):
+        async with asyncio.timeout(10):  # a linger would hold it for a minute
+            assert await batcher.submit(n) == n
+    await batcher.close()
