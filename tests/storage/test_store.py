@@ -187,7 +187,7 @@ async def test_after_a_busy_batch_the_next_one_waits_for_more_calls() -> None:
     first = asyncio.create_task(batcher.submit(100))
     await asyncio.sleep(0.05)
     second = asyncio.create_task(batcher.submit(101))
-    assert await asyncio.gather(first, second) == [100, 101]
+    assert list(await asyncio.gather(first, second)) == [100, 101]
     await batcher.close()
     assert sizes == [10, 2]
 
