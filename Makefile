@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NODE := clients/node
 
-.PHONY: serve test lint check-generated python-tests node-tests generate bench clean
+.PHONY: serve test lint check-generated python-tests node-tests generate bench bench-quick soak clean
 
 # Sets up and runs the service on the embedded default (SQLite, ./faultsvc.db).
 serve: $(VENV)/.installed
@@ -29,6 +29,19 @@ python-tests:
 
 node-tests:
 	cd $(NODE) && PATH="$(CURDIR)/$(BIN):$$PATH" npm test
+
+# The benchmark (bench/README.md): the full run writes what BENCHMARKS.md shows.
+bench: $(VENV)/.installed
+	scripts/ensure-services.sh
+	$(BIN)/python -m bench
+
+bench-quick: $(VENV)/.installed
+	scripts/ensure-services.sh
+	$(BIN)/python -m bench --quick
+
+soak: $(VENV)/.installed
+	scripts/ensure-services.sh
+	$(BIN)/python -m bench --soak 300
 
 # Regenerates the Python code of the contract after a change to protos/.
 generate: $(VENV)/.installed
