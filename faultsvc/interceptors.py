@@ -113,12 +113,10 @@ class ErrorInterceptor(BehaviourInterceptor):
         async def mapped(request: Any, context: Context) -> Any:
             try:
                 return await behaviour(request, context)
-            except FaultServiceError as error:
-                await context.abort_with_status(error.status())
             except grpc.aio.AbortError:
                 raise
-            except Exception:
-                await _abort_internal(context, method)
+            except Exception as error:
+                await _abort_for(error, context, method)
 
         return mapped
 
@@ -127,19 +125,20 @@ class ErrorInterceptor(BehaviourInterceptor):
             try:
                 async for response in behaviour(request, context):
                     yield response
-            except FaultServiceError as error:
-                await context.abort_with_status(error.status())
             except grpc.aio.AbortError:
                 raise
-            except Exception:
-                await _abort_internal(context, method)
+            except Exception as error:
+                await _abort_for(error, context, method)
 
         return mapped
 
 
-async def _abort_internal(context: Context, method: str) -> None:
+async def _abort_for(error: Exception, context: Context, method: str) -> None:
+    """Ends the call with the status of a domain error, or a bare INTERNAL for anything else."""
+    if isinstance(error, FaultServiceError):
+        await context.abort_with_status(error.status())
     reference = uuid.uuid4().hex[:12]
-    log.exception("unexpected error in %s, reference %s", method, reference)
+    log.error("unexpected error in %s, reference %s", method, reference, exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {reference})")
 
 
