@@ -7,9 +7,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.app import FaultServer, build_server
 from faultsvc.config import Settings
+from faultsvc.storage.engine import create_engine
+from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.v1 import fault_service_pb2_grpc
 from tests.support.calls import Stub
 from tests.support.databases import BACKENDS, fresh_database
@@ -20,6 +23,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     """A fresh, empty database on each backend: a SQLite file, then a MariaDB database."""
     with fresh_database(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the fresh database, its schema migrated."""
+    engine = create_engine(database_url)
+    await upgrade_to_head(engine)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

@@ -6,19 +6,16 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.faults import new_fault_id, utc_now
-from faultsvc.storage.engine import create_engine
-from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.storage.retention import cap_history
 from faultsvc.storage.store import FaultStore
 from faultsvc.storage.tables import instance_faults
@@ -27,14 +24,6 @@ from faultsvc.v1 import fault_service_pb2_grpc
 from tests.support.servers import ServerProcess
 
 FAULTSVC = [sys.executable, "-m", "faultsvc"]
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await upgrade_to_head(engine)
-    yield engine
-    await engine.dispose()
 
 
 def row(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
@@ -15,18 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from faultsvc.errors import AlreadyExists, FaultServiceError
 from faultsvc.faults import NewFault, StoredFault, new_fault_id, utc_now
 from faultsvc.storage.batching import Batcher
-from faultsvc.storage.engine import create_engine
 from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.storage.store import Cursor, FaultStore
 from faultsvc.storage.tables import instance_faults
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await upgrade_to_head(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
