@@ -19,27 +19,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.errors import Unavailable
-from faultsvc.faults import NewFault, StoredFault, new_fault_id, utc_now
+from faultsvc.faults import StoredFault
 from faultsvc.storage.engine import create_engine
 from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.storage.store import FaultStore
 from faultsvc.storage.tables import instance_faults
 from tests.support.databases import fresh_mariadb_database
+from tests.support.faults import new_fault
 from tests.support.mariadb import PrivateMariaDB
 from tests.support.proxy import CommitAnswerLosingProxy
-
-
-def new_fault(instance_id: str, *, caller_made_id: bool = False) -> NewFault:
-    return NewFault(
-        id=new_fault_id(),
-        instance_id=instance_id,
-        message="volume detach failed",
-        details="",
-        source="taskmanager",
-        host="tm-1",
-        created=utc_now(),
-        caller_made_id=caller_made_id,
-    )
 
 
 @dataclass

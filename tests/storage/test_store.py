@@ -13,30 +13,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.errors import AlreadyExists, FaultServiceError
-from faultsvc.faults import NewFault, StoredFault, new_fault_id, utc_now
+from faultsvc.faults import NewFault, StoredFault, utc_now
 from faultsvc.storage.batching import Batcher
 from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.storage.store import Cursor, FaultStore
 from faultsvc.storage.tables import instance_faults
+from tests.support.faults import new_fault
 
 
 @pytest.fixture
 def store(engine: AsyncEngine) -> FaultStore:
     return FaultStore(engine)
-
-
-def new_fault(instance_id: str = "i-1", **changes: object) -> NewFault:
-    fault = NewFault(
-        id=new_fault_id(),
-        instance_id=instance_id,
-        message="boom",
-        details="trace",
-        source="taskmanager",
-        host="tm-1",
-        created=utc_now(),
-        caller_made_id=False,
-    )
-    return replace(fault, **changes)  # type: ignore[arg-type]
 
 
 async def stored(store: FaultStore, fault: NewFault) -> StoredFault:
