@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -22,6 +26,13 @@ from faultsvc.policy.scrub import check_patterns
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///faultsvc.db"
 NEXT_URL = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+# The async driver faultsvc ships for each database it supports.
+ASYNC_DRIVERS = {"sqlite": "aiosqlite", "mysql": "aiomysql", "mariadb": "aiomysql"}
+URL_FORMS = "sqlite+aiosqlite:///PATH or mysql+aiomysql://USER:PASSWORD@HOST:PORT/DATABASE"
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used; the message is one line that names the setting."""
 
 
 class Settings(BaseSettings):
@@ -48,6 +59,13 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     log_format: Literal["text", "json"] = Field("text", description="json: one object per line")
+
+    @field_validator("listen", "metrics_listen")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_address(value)
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -121,17 +139,12 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_urls(cls, value: str) -> str:
-        urls = split_database_urls(value)
+        urls = [with_async_driver(url) for url in split_database_urls(value)]
         if not urls:
             raise ValueError("no database URL given")
-        for url in urls:
-            try:
-                backend = make_url(url).get_backend_name()
-            except ArgumentError:
-                raise ValueError(f"not a database URL: {url!r}") from None
-            if backend == "sqlite" and len(urls) > 1:
-                raise ValueError("a SQLite database has one endpoint, its file")
-        return value
+        if len(urls) > 1 and any(url.startswith("sqlite") for url in urls):
+            raise ValueError("a SQLite database has one endpoint, its file")
+        return ",".join(urls)
 
     @property
     def database_urls(self) -> list[str]:
@@ -145,16 +158,52 @@ class Settings(BaseSettings):
             return frozenset(role.strip() for role in value.split(",") if role.strip())
         return value
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+class Address(NamedTuple):
+    """A HOST:PORT to listen on; an IPv6 host is written in brackets."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """`text` as HOST:PORT; a ValueError says what is wrong with it and what to write."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"{text!r} is not HOST:PORT; write e.g. 127.0.0.1:50051")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:50051")
+    if not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
+    return Address(host, int(port))
+
+
+def with_async_driver(text: str) -> str:
+    """`text`, a database URL, on the async driver faultsvc ships for its database.
+
+    `sqlite://` and `mysql://` name no driver (SQLAlchemy's default ones are
+    not async) and get ours. Messages never quote the URL: it may hold a password.
+    """
+    try:
+        url = make_url(text)
+    except (ArgumentError, ValueError):
+        raise ValueError(f"a URL is not a database URL; write {URL_FORMS}") from None
+    backend = url.get_backend_name()
+    if backend not in ASYNC_DRIVERS:
+        raise ValueError(f"{backend} databases are not supported; write {URL_FORMS}")
+    driver = ASYNC_DRIVERS[backend]
+    if "+" not in url.drivername:
+        return f"{backend}+{driver}{text.strip()[len(url.drivername) :]}"
+    if url.get_driver_name() != driver:
+        raise ValueError(
+            f"{url.drivername} is not the async driver faultsvc uses; write {backend}+{driver}://"
+        )
+    return text.strip()
 
 
 def split_database_urls(value: str) -> list[str]:
@@ -167,14 +216,52 @@ def split_database_urls(value: str) -> list[str]:
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
-    """Settings from flags (None means not given), FAULTSVC_* variables and a TOML file."""
+    """Settings from flags (None means not given), FAULTSVC_* variables and a TOML file.
+
+    Raises ConfigError, one line naming the flag, variable or file at fault.
+    """
     given = {name: value for name, value in flags.items() if value is not None}
-    if config_file is None:
-        return Settings(**given)
-    with_file = type(
-        "Settings",
-        (Settings,),
-        {"model_config": {**Settings.model_config, "toml_file": config_file}},
-    )
-    settings: Settings = with_file(**given)
-    return settings
+    sources: list[PydanticBaseSettingsSource] = [
+        InitSettingsSource(Settings, given),
+        EnvSettingsSource(Settings),
+    ]
+    if config_file is not None:
+        sources.append(_config_file_source(config_file))
+    try:
+        return Settings(_build_sources=(tuple(sources), given))
+    except ValidationError as error:
+        raise ConfigError(
+            "; ".join(_explain(problem, given, config_file) for problem in error.errors())
+        ) from None
+
+
+def _config_file_source(path: Path) -> TomlConfigSettingsSource:
+    """The settings of a TOML file that must exist (pydantic-settings skips a missing one)."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: no such file")
+    try:
+        return TomlConfigSettingsSource(Settings, toml_file=path)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path}: {error.strerror}") from None
+
+
+def _explain(problem: ErrorDetails, flags: dict[str, Any], config_file: Path | None) -> str:
+    """One validation problem, named as the operator wrote it: flag, variable or file key."""
+    message = problem["msg"].removeprefix("Value error, ")
+    if not problem["loc"]:
+        return message
+    name = str(problem["loc"][0])
+    variable = f"{Settings.model_config.get('env_prefix', '')}{name}".upper()
+    if problem["type"] == "extra_forbidden":
+        return f"config file {config_file}: unknown setting {name!r}"
+    if name in flags:
+        where = "--" + name.replace("_", "-")
+    elif variable in os.environ:
+        where = variable
+    elif config_file is not None:
+        where = f"{name} in {config_file}"
+    else:
+        where = name
+    return f"{where}: {message[:1].lower()}{message[1:]}"
