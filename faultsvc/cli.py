@@ -4,27 +4,48 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
-from pydantic import ValidationError
+import sqlalchemy as sa
 
 from faultsvc import serving
-from faultsvc.app import InsecureBindError
-from faultsvc.config import Settings, load_settings
+from faultsvc.config import ConfigError, Settings, load_settings
 from faultsvc.errors import Unavailable
 from faultsvc.faults import utc_now
 from faultsvc.logs import configure_logging
 from faultsvc.storage.failover import DatabaseEndpoints, describe
-from faultsvc.storage.migrate import upgrade_to_head
+from faultsvc.storage.migrate import schema_problem, upgrade_to_head
 from faultsvc.storage.retention import cap_history
 from faultsvc.storage.store import FaultStore
 from faultsvc_client import cli as client_cli
 
 log = logging.getLogger("faultsvc")
+T = TypeVar("T")
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CommandFailed(Exception):
+    """A command could not do its job; the message says why in one line."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """Reports an unknown argument with the usage of the (sub)command it was given to."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed, unknown
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -32,15 +53,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
-        sys.exit(2)
-    sys.exit(args.func(args))
+        sys.exit(EXIT_USAGE)
+    try:
+        code = args.func(args)
+    except ConfigError as error:
+        print(f"faultsvc: {error}", file=sys.stderr)
+        code = EXIT_USAGE
+    except CommandFailed as error:
+        print(f"faultsvc: {error}", file=sys.stderr)
+        code = EXIT_FAILED
+    sys.exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="faultsvc", description="Records the faults of database instances and shows them."
     )
-    commands = parser.add_subparsers(metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"faultsvc {version()}")
+    # Subcommands are CommandParsers too; the client's commands accept any parser.
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(metavar="COMMAND"),
+    )
 
     serve = commands.add_parser("serve", help="run the gRPC server")
     _add_settings_flags(serve)
@@ -100,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", metavar="URL", help="SQLAlchemy async database URL")
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
-    parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default INFO",
+    )
     parser.add_argument("--log-format", choices=["text", "json"], help="default text")
 
 
@@ -127,52 +166,92 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _serve(args: argparse.Namespace) -> int:
+def version() -> str:
     try:
-        return serving.run(_settings(args))
-    except (InsecureBindError, ValidationError, ValueError) as error:
-        log.error("%s", error)
-        return 2
-    except Unavailable as error:
+        return importlib.metadata.version("faultsvc")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout never installed
+        return "unknown"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        return serving.run(settings)
+    except ValueError as error:  # settings that cannot work together: a usage error
         log.error("cannot start: %s", error)
-        return 1
+        return EXIT_USAGE
+    except (serving.StartError, Unavailable) as error:
+        log.error("cannot start: %s", error)
+    except sa.exc.SQLAlchemyError as error:
+        log.error("cannot start: %s", database_problem(error))
+    return EXIT_FAILED
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
-    async def upgrade() -> str:
-        database = DatabaseEndpoints.connect(settings.database_urls)
-        try:
-            engine = await database.first_answering()
-            await upgrade_to_head(engine)
-            return describe(engine)
-        finally:
-            await database.dispose()
+    async def upgrade(database: DatabaseEndpoints) -> str:
+        engine = await database.first_answering()
+        await upgrade_to_head(engine)
+        return describe(engine)
 
-    print(f"{asyncio.run(upgrade())}: schema is current")
+    print(f"{_on_database(settings, 'upgrade the schema', upgrade)}: schema is current")
     return 0
 
 
 def _db_purge(args: argparse.Namespace) -> int:
     if args.older_than < 0:
         print("faultsvc db purge: --older-than must not be negative", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     settings = _settings(args)
     keep = settings.max_faults_per_instance
 
-    async def purge() -> tuple[int, int]:
-        database = DatabaseEndpoints.connect(settings.database_urls)
+    async def purge(database: DatabaseEndpoints) -> tuple[int, int]:
+        engine = await database.first_answering()
+        problem = await schema_problem(engine)
+        if problem is not None:
+            raise CommandFailed(f"cannot purge: {problem}; run `faultsvc db upgrade` first")
+        capped = await cap_history(engine, keep) if keep else 0
+        cleared_before = utc_now() - timedelta(days=args.older_than)
+        return capped, await FaultStore(database).purge(cleared_before)
+
+    capped, purged = _on_database(settings, "purge", purge)
+    if keep:
+        print(f"capped {_count(capped, 'fault')} beyond the newest {keep} of their instance")
+    days = _count(args.older_than, "day")
+    print(f"purged {_count(purged, 'cleared fault')} older than {days}")
+    return 0
+
+
+def _on_database(
+    settings: Settings,
+    doing: str,
+    work: Callable[[DatabaseEndpoints], Coroutine[Any, Any, T]],
+) -> T:
+    """Runs `work` on the settings' database; CommandFailed says in one line why it could not."""
+
+    async def run() -> T:
+        database = DatabaseEndpoints.connect(
+            settings.database_urls, timeout_seconds=settings.database_timeout_seconds
+        )
         try:
-            await upgrade_to_head(await database.first_answering())
-            capped = await cap_history(database.current, keep) if keep else 0
-            cleared_before = utc_now() - timedelta(days=args.older_than)
-            return capped, await FaultStore(database).purge(cleared_before)
+            return await work(database)
         finally:
             await database.dispose()
 
-    capped, purged = asyncio.run(purge())
-    if keep:
-        print(f"capped {capped} faults beyond the newest {keep} of their instance")
-    print(f"purged {purged} cleared faults older than {args.older_than:g} days")
-    return 0
+    try:
+        return asyncio.run(run())
+    except Unavailable as error:
+        raise CommandFailed(f"cannot {doing}: {error}") from None
+    except sa.exc.SQLAlchemyError as error:
+        raise CommandFailed(f"cannot {doing}: {database_problem(error)}") from None
+
+
+def database_problem(error: sa.exc.SQLAlchemyError) -> str:
+    """The database's own words, without SQLAlchemy's statement and link (nor parameters)."""
+    original = getattr(error, "orig", None)
+    return f"{type(original or error).__name__}: {original or error}"
+
+
+def _count(number: float, noun: str) -> str:
+    return f"{number:g} {noun}{'' if number == 1 else 's'}"

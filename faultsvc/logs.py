@@ -29,3 +29,6 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     # parameters at DEBUG, and those hold admin-only fields.
     logging.basicConfig(level=max(logging.INFO, level_number), handlers=[handler], force=True)
     logging.getLogger("faultsvc").setLevel(level_number)
+    # Alembic tells every process "Context impl SQLiteImpl"; faultsvc logs the
+    # migrations it runs itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -3,38 +3,112 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import errno
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 import uvloop
+from prometheus_client import CollectorRegistry
 
 from faultsvc.app import build_server, check_bind_is_safe
-from faultsvc.config import Settings
+from faultsvc.config import Address, Settings, parse_address
 from faultsvc.logs import configure_logging
 from faultsvc.metrics import MULTIPROCESS_DIR_ENV, multiprocess_registry, serve_metrics
+from faultsvc.policy.auth import load_tokens, server_credentials
 from faultsvc.storage.failover import DatabaseEndpoints
 from faultsvc.storage.migrate import upgrade_to_head
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A host that resolves to an address this machine lacks (localhost's ::1 without IPv6)
+# is served on its other addresses, as grpc does.
+MISSING_ADDRESS = (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
+
+
+class StartError(Exception):
+    """The server cannot start: its port is taken, say; the message is one line."""
 
 
 def run(settings: Settings) -> int:
     """Serves until told to stop; returns the process's exit code."""
     check_bind_is_safe(settings)
-    if settings.workers == 1:
-        run_async(serve(settings, metrics=True))
-        return 0
-    return run_workers(settings)
+    # Read before anything starts, so that a bad file stops the command, not each worker.
+    load_tokens(settings)
+    server_credentials(settings)
+    with claim_port(parse_address(settings.listen)):
+        if settings.workers == 1:
+            run_async(serve(settings, reuse_port=True, metrics=True))
+            return 0
+        return run_workers(settings)
+
+
+@contextlib.contextmanager
+def claim_port(address: Address) -> Iterator[None]:
+    """Refuses a port that anyone else serves, and keeps others off it while we serve.
+
+    Our servers listen with SO_REUSEPORT, so that workers share one port. The
+    kernel lets any process of the same user join such a port, another
+    faultsvc on another database included, and calls would then be split
+    between the two without a word. So, on each address of the host, first a
+    bind without SO_REUSEPORT fails if anyone listens there (SO_REUSEADDR
+    ignores the connections of a previous run still in TIME_WAIT). Then a
+    socket bound with SO_REUSEPORT alone is held until we stop: our servers,
+    with SO_REUSEPORT, may join it; the first bind of another faultsvc fails
+    on it, even before our workers listen.
+    """
+    if address.port == 0:  # the kernel picks a free port
+        yield
+        return
+    try:
+        resolved = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as error:
+        raise StartError(f"cannot listen on {address}: {error.strerror}") from None
+    held: list[socket.socket] = []
+    try:
+        for family, _, _, _, sockaddr in dict.fromkeys(resolved):
+            try:
+                _bound(family, sockaddr, socket.SO_REUSEADDR).close()
+                held.append(_bound(family, sockaddr, socket.SO_REUSEPORT))
+            except OSError as error:
+                if error.errno not in MISSING_ADDRESS:
+                    raise StartError(_bind_error(address, error)) from None
+        if not held:
+            raise StartError(f"cannot listen on {address}: no such address on this machine")
+        yield
+    finally:
+        for claim in held:
+            claim.close()
+
+
+def _bound(family: int, sockaddr: Any, option: int) -> socket.socket:
+    """A TCP socket bound to `sockaddr` with the socket option `option` set, not listening."""
+    bound = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, option, 1)
+        bound.bind(sockaddr)
+    except OSError:
+        bound.close()
+        raise
+    return bound
+
+
+def _bind_error(address: Address, error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return f"port {address.port} is in use: something else listens on {address}"
+    return f"cannot listen on {address}: {error.strerror}"
 
 
 def run_async(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -52,7 +126,7 @@ async def serve(
     """Serves until a stop signal; in-flight calls then finish and the pool closes."""
     server = await build_server(settings, reuse_port=reuse_port)
     if metrics and settings.metrics_listen:
-        serve_metrics(settings.metrics_listen, server.metrics_registry)
+        _serve_metrics(settings.metrics_listen, server.metrics_registry)
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -75,7 +149,7 @@ def run_workers(settings: Settings) -> int:
     with tempfile.TemporaryDirectory(prefix="faultsvc-metrics-") as metrics_dir:
         os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir  # the workers inherit it
         if settings.metrics_listen:
-            serve_metrics(settings.metrics_listen, multiprocess_registry())
+            _serve_metrics(settings.metrics_listen, multiprocess_registry())
         context = multiprocessing.get_context("spawn")
         workers = [
             context.Process(target=_worker, args=(settings, os.getpid()), name=f"worker-{n}")
@@ -98,6 +172,13 @@ def run_workers(settings: Settings) -> int:
             log.error("workers %s exited unexpectedly", ", ".join(failed) or "all")
             return 1
         return 0
+
+
+def _serve_metrics(listen: str, registry: CollectorRegistry) -> None:
+    try:
+        serve_metrics(listen, registry)
+    except OSError as error:
+        raise StartError(f"cannot serve metrics on {listen}: {error.strerror}") from None
 
 
 def _wait_for_stop_or_exit(workers: Sequence[multiprocessing.process.BaseProcess]) -> bool:
