@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -12,8 +13,6 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
-    InitSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -29,6 +28,10 @@ NEXT_URL = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 # The async driver faultsvc ships for each database it supports.
 ASYNC_DRIVERS = {"sqlite": "aiosqlite", "mysql": "aiomysql", "mariadb": "aiomysql"}
 URL_FORMS = "sqlite+aiosqlite:///PATH or mysql+aiomysql://USER:PASSWORD@HOST:PORT/DATABASE"
+# The config file `load_settings` reads. pydantic-settings takes its sources
+# from the class; the file reaches them this way, so that settings read with a
+# file are still of the one Settings class (spawned workers unpickle them).
+CONFIG_FILE: ContextVar[Path | None] = ContextVar("CONFIG_FILE", default=None)
 
 
 class ConfigError(ValueError):
@@ -158,6 +161,18 @@ class Settings(BaseSettings):
             return frozenset(role.strip() for role in value.split(",") if role.strip())
         return value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = TomlConfigSettingsSource(settings_cls, toml_file=CONFIG_FILE.get())
+        return init_settings, env_settings, config_file
+
 
 class Address(NamedTuple):
     """A HOST:PORT to listen on; an IPv6 host is written in brackets."""
@@ -221,28 +236,27 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     Raises ConfigError, one line naming the flag, variable or file at fault.
     """
     given = {name: value for name, value in flags.items() if value is not None}
-    sources: list[PydanticBaseSettingsSource] = [
-        InitSettingsSource(Settings, given),
-        EnvSettingsSource(Settings),
-    ]
     if config_file is not None:
-        sources.append(_config_file_source(config_file))
+        _check_config_file(config_file)
+    reading = CONFIG_FILE.set(config_file)
     try:
-        return Settings(_build_sources=(tuple(sources), given))
+        return Settings(**given)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {config_file}: not valid TOML: {error}") from None
     except ValidationError as error:
         raise ConfigError(
             "; ".join(_explain(problem, given, config_file) for problem in error.errors())
         ) from None
+    finally:
+        CONFIG_FILE.reset(reading)
 
 
-def _config_file_source(path: Path) -> TomlConfigSettingsSource:
-    """The settings of a TOML file that must exist (pydantic-settings skips a missing one)."""
-    if not path.is_file():
-        raise ConfigError(f"config file {path}: no such file")
+def _check_config_file(path: Path) -> None:
+    """pydantic-settings skips a config file it cannot read: say why instead."""
     try:
-        return TomlConfigSettingsSource(Settings, toml_file=path)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path}: not valid TOML: {error}") from None
+        path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: no such file") from None
     except OSError as error:
         raise ConfigError(f"config file {path}: {error.strerror}") from None
 
