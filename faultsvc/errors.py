@@ -1,13 +1,25 @@
-"""Domain errors, and the one mapping from them to gRPC statuses."""
+"""Domain errors, and the one mapping from them to gRPC statuses.
+
+Every status follows AIP-193: it carries a `google.rpc.ErrorInfo` (a reason
+that programs may branch on, in the `faultsvc` domain), the details that help
+(a `google.rpc.BadRequest` naming the fields), and, when the caller should try
+again later, a `google.rpc.RetryInfo`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+ERROR_DOMAIN = "faultsvc"
+# What an UNAVAILABLE asks callers to wait before retrying, unless its error says otherwise.
+RETRY_DELAY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -19,18 +31,61 @@ class FieldViolation:
 
 
 class FaultServiceError(Exception):
-    """An error a caller can cause or must know about; carries its gRPC status code."""
+    """An error a caller can cause or must know about; carries its gRPC status code.
+
+    `reason` is the ErrorInfo reason (AIP-193: UPPER_SNAKE_CASE, stable, for
+    programs). `retry_delay` is the RetryInfo hint in seconds; every
+    UNAVAILABLE carries one.
+    """
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL_ERROR"
+    retry_delay: float | None = None
+
+    def details(self) -> Sequence[Message]:
+        """The google.rpc details beside ErrorInfo and RetryInfo; none by default."""
+        return ()
 
     def status(self) -> grpc.Status:
-        return rpc_status.to_status(status_pb2.Status(code=self.code.value[0], message=str(self)))
+        return error_status(
+            self.code, str(self), self.reason, self.details(), retry_delay=self.retry_delay
+        )
+
+
+def error_status(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    details: Sequence[Message] = (),
+    *,
+    retry_delay: float | None = None,
+) -> grpc.Status:
+    """A status with an ErrorInfo, `details`, and a RetryInfo when it should be retried."""
+    if retry_delay is None and code == grpc.StatusCode.UNAVAILABLE:
+        retry_delay = RETRY_DELAY_SECONDS
+    carried = [
+        error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN),
+        *details,
+    ]
+    if retry_delay is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(round(retry_delay * 1e9))
+        carried.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    packed = []
+    for detail in carried:
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)
+        packed.append(any_detail)
+    return rpc_status.to_status(
+        status_pb2.Status(code=code.value[0], message=message, details=packed)
+    )
 
 
 class InvalidArgument(FaultServiceError):
     """One or more request fields are invalid; answered with a google.rpc.BadRequest."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_FIELD"
 
     def __init__(self, *violations: FieldViolation) -> None:
         super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
@@ -40,41 +95,42 @@ class InvalidArgument(FaultServiceError):
     def field(cls, field: str, description: str) -> InvalidArgument:
         return cls(FieldViolation(field, description))
 
-    def status(self) -> grpc.Status:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in self.violations
-            ]
-        )
-        detail = any_pb2.Any()
-        detail.Pack(bad_request)
-        return rpc_status.to_status(
-            status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(self), details=[detail])
-        )
+    def details(self) -> Sequence[Message]:
+        return [
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in self.violations
+                ]
+            )
+        ]
 
 
 class MalformedRequest(FaultServiceError):
     """The request's bytes are not the message its RPC takes, and no one field is at fault."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "MALFORMED_REQUEST"
 
 
 class Unauthenticated(FaultServiceError):
     """The call carries no valid credentials; the message never quotes what it carried."""
 
     code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "INVALID_CREDENTIALS"
 
 
 class AlreadyExists(FaultServiceError):
     """A caller-made id is taken by a different fault."""
 
     code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "FAULT_ID_TAKEN"
 
 
 class Unavailable(FaultServiceError):
     """The database does not answer; the caller should retry."""
 
     code = grpc.StatusCode.UNAVAILABLE
+    reason = "DATABASE_UNAVAILABLE"

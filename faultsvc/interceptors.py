@@ -139,7 +139,9 @@ async def _abort_for(error: Exception, context: Context, method: str) -> None:
         await context.abort_with_status(error.status())
     reference = uuid.uuid4().hex[:12]
     log.error("unexpected error in %s, reference %s", method, reference, exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {reference})")
+    await context.abort_with_status(
+        FaultServiceError(f"internal error (reference {reference})").status()
+    )
 
 
 class RedactionInterceptor(BehaviourInterceptor):

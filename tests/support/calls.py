@@ -34,8 +34,8 @@ def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
     fields = []
     for detail in status.details:
         bad_request = error_details_pb2.BadRequest()
-        assert detail.Unpack(bad_request)
-        fields += [violation.field for violation in bad_request.field_violations]
+        if detail.Unpack(bad_request):
+            fields += [violation.field for violation in bad_request.field_violations]
     return fields
 
 
