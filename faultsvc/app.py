@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 FAULT_SERVICE = fault_service_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
 WRITE_BATCH_MAX = 500
 READ_BATCH_MAX = 1000
+CLIENT_PING_SECONDS = 10.0
 
 
 class InsecureBindError(ValueError):
@@ -131,6 +132,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             ("grpc.so_reuseport", int(reuse_port)),
+            *connection_options(settings),
         ],
     )
     fault_service_pb2_grpc.add_FaultServiceServicer_to_server(
@@ -155,6 +157,29 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
         port = server.add_secure_port(settings.listen, credentials)
     health = DatabaseHealth(store, health_servicer, [FAULT_SERVICE], settings.health_check_seconds)
     return FaultServer(settings, server, database, health, writer, latest_reader, port, registry)
+
+
+def connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """Keepalive and connection age, for clients behind load balancers.
+
+    The server pings quiet connections, idle ones too, to find peers that
+    vanished; clients may ping as often as every CLIENT_PING_SECONDS without
+    being told "too many pings" (grpc's default allows one per 5 minutes
+    between calls). After max_connection_age a GOAWAY makes clients connect
+    again, and so spread over the workers and hosts there are now.
+    """
+    return [
+        ("grpc.keepalive_time_ms", _ms(settings.keepalive_seconds)),
+        ("grpc.keepalive_timeout_ms", _ms(settings.keepalive_timeout_seconds)),
+        ("grpc.max_connection_age_ms", _ms(settings.max_connection_age_seconds)),
+        ("grpc.max_connection_age_grace_ms", _ms(settings.max_connection_age_grace_seconds)),
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(CLIENT_PING_SECONDS)),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
 def check_bind_is_safe(settings: Settings) -> None:

@@ -125,6 +125,21 @@ class Settings(BaseSettings):
         5.0, gt=0, description="connect and statement timeout before a call is UNAVAILABLE"
     )
     max_receive_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    keepalive_seconds: float = Field(
+        60.0, gt=0, description="ping a client whose connection is quiet this often"
+    )
+    keepalive_timeout_seconds: float = Field(
+        20.0, gt=0, description="close a connection whose ping got no answer in this time"
+    )
+    max_connection_age_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="ask a client to reconnect (GOAWAY) after this long, so that clients "
+        "spread again over hosts and workers that joined or came back",
+    )
+    max_connection_age_grace_seconds: float = Field(
+        30.0, ge=0, description="how long calls in flight may then finish on the old connection"
+    )
     health_check_seconds: float = Field(2.0, gt=0, description="database probe interval")
     max_faults_per_instance: int | None = Field(
         None,
