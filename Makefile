@@ -6,9 +6,10 @@ NODE := clients/node
 
 .PHONY: serve test lint check-generated python-tests node-tests generate bench bench-quick soak clean
 
-# Sets up and runs the service on the embedded default (SQLite, ./faultsvc.db).
-serve: $(VENV)/.installed
-	$(BIN)/faultsvc serve
+# Sets up what serving needs (not the dev tools) and runs the service on the
+# embedded default (SQLite, ./faultsvc.db); flags go in ARGS="--listen 127.0.0.1:50052".
+serve: $(VENV)/.runtime
+	$(BIN)/faultsvc serve $(ARGS)
 
 # Sets up and runs the whole test suite, the linters and the type checker.
 test: $(VENV)/.installed $(NODE)/node_modules/.installed
@@ -48,11 +49,19 @@ generate: $(VENV)/.installed
 	$(BIN)/python scripts/gen_protos.py
 	cd $(NODE) && npm run generate
 
+# The runtime dependencies only.
+$(VENV)/.runtime: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# The runtime and the dev extra: tests, linters, code generation, benchmarks.
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $@
+	touch $(VENV)/.runtime $@
 
 $(NODE)/node_modules/.installed: $(NODE)/package.json $(NODE)/package-lock.json
 	cd $(NODE) && npm ci --no-audit --no-fund
