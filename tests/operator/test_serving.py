@@ -49,6 +49,9 @@ def test_a_config_file_serves_with_several_workers(tmp_path: Path) -> None:
     with serving("--config", "faultsvc.toml", cwd=tmp_path, port=port) as server:
         assert server.poll() is None
     assert server.returncode == 0
+    [log] = tmp_path.glob("serve-*.log")
+    assert log.read_text().count("faultsvc serving on") == int(WORKERS)
+    assert "alembic" not in log.read_text(), "one line per migration, not per process"
 
 
 def record_and_read_back(target: str, calls: int) -> list[bool]:
