@@ -223,6 +223,8 @@ def with_async_driver(text: str) -> str:
         url = make_url(text)
     except (ArgumentError, ValueError):
         raise ValueError(f"a URL is not a database URL; write {URL_FORMS}") from None
+    if "@" in (url.host or ""):  # the host would quote what follows the password's '@'
+        raise ValueError("a URL's password holds '@'; write it percent-encoded, as %40")
     backend = url.get_backend_name()
     if backend not in ASYNC_DRIVERS:
         raise ValueError(f"{backend} databases are not supported; write {URL_FORMS}")

@@ -60,6 +60,7 @@ def test_a_subcommand_mistake_shows_that_subcommands_usage(tmp_path: Path) -> No
         f"mysql+aiomysql://trove:{PASSWORD}@db.example:33o6/trove",  # a port that is no number
         f"postgresql+asyncpg://trove:{PASSWORD}@db.example/trove",
         f"mysql+aiomysql://trove:{PASSWORD}@db1/trove,sqlite:///x.db",
+        f"mysql+aiomysql://trove:{PASSWORD[:6]}@{PASSWORD[6:]}@db.example/trove",  # '@' not %40
     ],
 )
 @pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"], ["db", "purge"]])
