@@ -229,13 +229,17 @@ def with_async_driver(text: str) -> str:
     if backend not in ASYNC_DRIVERS:
         raise ValueError(f"{backend} databases are not supported; write {URL_FORMS}")
     driver = ASYNC_DRIVERS[backend]
-    if "+" not in url.drivername:
-        return f"{backend}+{driver}{text.strip()[len(url.drivername) :]}"
-    if url.get_driver_name() != driver:
+    if "+" in url.drivername and url.get_driver_name() != driver:
         raise ValueError(
             f"{url.drivername} is not the async driver faultsvc uses; write {backend}+{driver}://"
         )
-    return text.strip()
+    url = url.set(drivername=f"{backend}+{driver}")
+    try:  # the query arguments the dialect converts (?connect_timeout=10)
+        url.get_dialect()().create_connect_args(url)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"a URL argument is wrong: {error}") from None
+    _, separator, rest = text.strip().partition("://")
+    return f"{url.drivername}{separator}{rest}"
 
 
 def split_database_urls(value: str) -> list[str]:

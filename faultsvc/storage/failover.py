@@ -91,7 +91,8 @@ class DatabaseEndpoints:
                 await connection.execute(sa.select(1))
         except TimeoutError:
             return f"no answer within {self.timeout_seconds:g} s"
-        except (sa.exc.SQLAlchemyError, OSError) as error:
+        # TypeError and ValueError: a URL argument the driver does not take (`?foo=1`).
+        except (sa.exc.SQLAlchemyError, OSError, TypeError, ValueError) as error:
             return f"{type(error).__name__}: {getattr(error, 'orig', None) or error}"
         return None
 

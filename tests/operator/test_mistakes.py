@@ -142,6 +142,28 @@ def test_db_commands_with_the_database_down_say_so(
     assert PASSWORD not in outcome.stderr
 
 
+def test_a_url_argument_of_the_wrong_type_is_a_usage_error(tmp_path: Path) -> None:
+    url = f"mysql+aiomysql://trove:{PASSWORD}@db.example/trove?connect_timeout=soon"
+    outcome = faultsvc("db", "upgrade", "--database-url", url, cwd=tmp_path)
+    assert outcome.code == USAGE
+    assert outcome.error == (
+        "faultsvc: --database-url: a URL argument is wrong: "
+        "invalid literal for int() with base 10: 'soon'"
+    )
+
+
+def test_a_url_argument_the_driver_does_not_take_is_one_line(
+    closed_port: int, tmp_path: Path
+) -> None:
+    url = f"mysql+aiomysql://trove:{PASSWORD}@127.0.0.1:{closed_port}/trove?no_such_argument=1"
+    outcome = faultsvc("db", "upgrade", "--database-url", url, cwd=tmp_path)
+    assert outcome.code == FAILED
+    assert outcome.error.endswith(
+        "TypeError: connect() got an unexpected keyword argument 'no_such_argument'"
+    )
+    assert PASSWORD not in outcome.stderr
+
+
 def test_serve_with_the_database_down_says_so(closed_port: int, tmp_path: Path) -> None:
     url = f"mysql+aiomysql://trove:{PASSWORD}@127.0.0.1:{closed_port}/trove"
     outcome = faultsvc("serve", "--workers", "1", "--database-url", url, cwd=tmp_path)
