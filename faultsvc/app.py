@@ -7,6 +7,7 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,13 +33,18 @@ from faultsvc.policy.auth import (
 from faultsvc.policy.roles import AdminPolicy
 from faultsvc.policy.scrub import Scrubber
 from faultsvc.servicer import FaultServicer
-from faultsvc.storage.batching import Batcher
+from faultsvc.storage.batching import Batcher, BatchFunction
 from faultsvc.storage.failover import DatabaseEndpoints
 from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.storage.store import FaultStore
 from faultsvc.v1 import fault_service_pb2, fault_service_pb2_grpc
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
 log = logging.getLogger(__name__)
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 FAULT_SERVICE = fault_service_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
 WRITE_BATCH_MAX = 500
@@ -62,6 +68,8 @@ class FaultServer:
     latest_reader: Batcher[str, StoredFault | None]
     port: int
     metrics_registry: CollectorRegistry
+    # The tracer provider the server made for itself (otlp_endpoint), flushed at stop.
+    tracer_provider: TracerProvider | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -87,11 +95,23 @@ class FaultServer:
         await self.writer.close()
         await self.latest_reader.close()
         await self.database.dispose()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
         log.info("faultsvc stopped")
 
 
-async def build_server(settings: Settings, *, reuse_port: bool = False) -> FaultServer:
-    """Wires storage, servicer, interceptors, health and reflection; migrates the schema."""
+async def build_server(
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    tracer_provider: TracerProvider | None = None,
+) -> FaultServer:
+    """Wires storage, servicer, interceptors, health and reflection; migrates the schema.
+
+    Traces go to `tracer_provider` when given, else to settings.otlp_endpoint when set.
+    """
+    own_tracer_provider = _otlp_tracer_provider(settings) if tracer_provider is None else None
+    tracer_provider = tracer_provider or own_tracer_provider
     tokens = load_tokens(settings)
     credentials = server_credentials(settings)
     database = DatabaseEndpoints.connect(
@@ -114,14 +134,15 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
         latest = await store.latest_for(set(instance_ids))
         return [latest.get(instance_id) for instance_id in instance_ids]
 
-    writer = Batcher("group-commit", record_batch, max_batch=WRITE_BATCH_MAX)
-    latest_reader = Batcher("coalesced-reads", latest_each, max_batch=READ_BATCH_MAX)
+    writer = _batcher("group-commit", record_batch, WRITE_BATCH_MAX, tracer_provider)
+    latest_reader = _batcher("coalesced-reads", latest_each, READ_BATCH_MAX, tracer_provider)
     for batcher in (writer, latest_reader):
         batcher.on_batch = functools.partial(metrics.observe_batch, batcher.name)
 
     server = grpc.aio.server(
         # Outermost first: metrics see every call's final status code.
         interceptors=[
+            *_tracing_interceptors(tracer_provider),
             MetricsInterceptor(metrics),
             # Before anything that reads the caller's roles: a refused call reaches none of it.
             *([AuthInterceptor(TokenVerifier(tokens))] if tokens else []),
@@ -156,7 +177,46 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
     else:
         port = server.add_secure_port(settings.listen, credentials)
     health = DatabaseHealth(store, health_servicer, [FAULT_SERVICE], settings.health_check_seconds)
-    return FaultServer(settings, server, database, health, writer, latest_reader, port, registry)
+    return FaultServer(
+        settings,
+        server,
+        database,
+        health,
+        writer,
+        latest_reader,
+        port,
+        registry,
+        own_tracer_provider,
+    )
+
+
+def _otlp_tracer_provider(settings: Settings) -> TracerProvider | None:
+    if settings.otlp_endpoint is None:
+        return None
+    from faultsvc import tracing
+
+    return tracing.otlp_tracer_provider(settings.otlp_endpoint)
+
+
+def _tracing_interceptors(provider: TracerProvider | None) -> list[grpc.aio.ServerInterceptor]:
+    if provider is None:
+        return []
+    from faultsvc import tracing
+
+    return [tracing.rpc_span_interceptor(provider)]
+
+
+def _batcher(
+    name: str,
+    run_batch: BatchFunction[Item, Result],
+    max_batch: int,
+    tracer_provider: TracerProvider | None,
+) -> Batcher[Item, Result]:
+    if tracer_provider is None:
+        return Batcher(name, run_batch, max_batch=max_batch)
+    from faultsvc import tracing
+
+    return tracing.TracedBatcher(tracer_provider.get_tracer(__name__), name, run_batch, max_batch)
 
 
 def connection_options(settings: Settings) -> list[tuple[str, int]]:

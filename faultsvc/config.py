@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -68,6 +69,13 @@ class Settings(BaseSettings):
     def _check_address(cls, value: str | None) -> str | None:
         if value is not None:
             parse_address(value)
+        return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_tracing_installed(cls, value: str | None) -> str | None:
+        if value is not None and importlib.util.find_spec("opentelemetry.sdk") is None:
+            raise ValueError("tracing needs the tracing extra: pip install 'faultsvc[tracing]'")
         return value
 
     @field_validator("log_level", mode="before")
@@ -139,6 +147,11 @@ class Settings(BaseSettings):
     )
     max_connection_age_grace_seconds: float = Field(
         30.0, ge=0, description="how long calls in flight may then finish on the old connection"
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="send OpenTelemetry traces by OTLP/gRPC to this collector, e.g. "
+        "http://127.0.0.1:4317 (needs the tracing extra); off when unset",
     )
     health_check_seconds: float = Field(2.0, gt=0, description="database probe interval")
     max_faults_per_instance: int | None = Field(

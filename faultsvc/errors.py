@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -79,6 +80,16 @@ def error_status(
     return rpc_status.to_status(
         status_pb2.Status(code=code.value[0], message=message, details=packed)
     )
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:
+    """Ends the call with `status`.
+
+    Through `context.abort`, which a wrapper of the context (OpenTelemetry's,
+    recording the code on the RPC's span) sees; `abort_with_status` bypasses it.
+    """
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("context.abort returned")  # it always raises
 
 
 class InvalidArgument(FaultServiceError):

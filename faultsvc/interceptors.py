@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from faultsvc.errors import FaultServiceError
+from faultsvc.errors import FaultServiceError, abort_with
 from faultsvc.metrics import Metrics
 from faultsvc.policy.redaction import strip_admin_only
 from faultsvc.policy.roles import AdminPolicy
@@ -136,12 +136,10 @@ class ErrorInterceptor(BehaviourInterceptor):
 async def _abort_for(error: Exception, context: Context, method: str) -> None:
     """Ends the call with the status of a domain error, or a bare INTERNAL for anything else."""
     if isinstance(error, FaultServiceError):
-        await context.abort_with_status(error.status())
+        await abort_with(context, error.status())
     reference = uuid.uuid4().hex[:12]
     log.error("unexpected error in %s, reference %s", method, reference, exc_info=error)
-    await context.abort_with_status(
-        FaultServiceError(f"internal error (reference {reference})").status()
-    )
+    await abort_with(context, FaultServiceError(f"internal error (reference {reference})").status())
 
 
 class RedactionInterceptor(BehaviourInterceptor):

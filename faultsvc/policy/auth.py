@@ -36,7 +36,7 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from faultsvc.config import Settings
-from faultsvc.errors import Unauthenticated
+from faultsvc.errors import Unauthenticated, abort_with
 from faultsvc.policy.roles import ROLES_METADATA_KEY
 
 log = logging.getLogger(__name__)
@@ -239,12 +239,12 @@ def _refusing_handler(
     client_streaming: bool, server_streaming: bool, status: grpc.Status
 ) -> Handler:
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort_with_status(status)
+        await abort_with(context, status)
 
     async def refuse_stream(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        await context.abort_with_status(status)
+        await abort_with(context, status)
         yield  # never reached; makes this an async generator, as stream handlers are
 
     behaviour: Any
