@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from faultsvc.app import FaultServer, build_server
 from faultsvc.config import Settings
+from faultsvc.storage.batching import Batcher
 from faultsvc.v1 import fault_service_pb2 as pb
 from faultsvc.v1 import fault_service_pb2_grpc
 from tests.support.calls import Stub
@@ -31,16 +32,14 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture
-async def traced_stub(settings: Settings, exporter: InMemorySpanExporter) -> AsyncIterator[Stub]:
+async def server(settings: Settings, exporter: InMemorySpanExporter) -> AsyncIterator[FaultServer]:
+    """The real server, its spans sent to `exporter` (the stub fixture calls this one)."""
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     server = await build_server(settings, tracer_provider=provider)
     await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            yield fault_service_pb2_grpc.FaultServiceStub(channel)
-    finally:
-        await server.stop()
+    yield server
+    await server.stop()
 
 
 def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:
@@ -51,12 +50,12 @@ def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:
     ("rpc", "batch"), [("RecordFault", "group-commit"), ("GetLatestFault", "coalesced-reads")]
 )
 async def test_every_rpc_is_a_span_with_its_database_batch_as_a_child(
-    rpc: str, batch: str, traced_stub: Stub, exporter: InMemorySpanExporter
+    rpc: str, batch: str, stub: Stub, exporter: InMemorySpanExporter
 ) -> None:
     if rpc == "RecordFault":
-        await traced_stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="boom"))
+        await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="boom"))
     else:
-        await traced_stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id="i-1"))
+        await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id="i-1"))
     spans = by_name(exporter.get_finished_spans())
     server_span = spans[f"/faultsvc.v1.FaultService/{rpc}"]
     child = spans[batch]
@@ -69,13 +68,11 @@ async def test_every_rpc_is_a_span_with_its_database_batch_as_a_child(
 
 
 async def test_the_rpc_span_joins_the_callers_trace(
-    traced_stub: Stub, exporter: InMemorySpanExporter
+    stub: Stub, exporter: InMemorySpanExporter
 ) -> None:
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     traceparent = ("traceparent", f"00-{trace_id}-{parent_id}-01")
-    await traced_stub.GetLatestFault(
-        pb.GetLatestFaultRequest(instance_id="i-1"), metadata=(traceparent,)
-    )
+    await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id="i-1"), metadata=(traceparent,))
     span = by_name(exporter.get_finished_spans())["/faultsvc.v1.FaultService/GetLatestFault"]
     assert span.context is not None
     assert span.parent is not None
@@ -83,21 +80,22 @@ async def test_the_rpc_span_joins_the_callers_trace(
 
 
 async def test_errors_are_recorded_on_the_rpc_span(
-    traced_stub: Stub, exporter: InMemorySpanExporter
+    stub: Stub, exporter: InMemorySpanExporter
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError):
-        await traced_stub.RecordFault(pb.RecordFaultRequest(instance_id="", message="boom"))
+        await stub.RecordFault(pb.RecordFaultRequest(instance_id="", message="boom"))
     span = by_name(exporter.get_finished_spans())["/faultsvc.v1.FaultService/RecordFault"]
     assert span.attributes is not None
     assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
-async def test_no_span_is_made_unless_tracing_is_configured(
-    server: FaultServer, stub: Stub
-) -> None:
-    await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id="i-1"))
-    assert server.tracer_provider is None
-    assert type(server.latest_reader).__name__ == "Batcher"
+async def test_nothing_traces_unless_tracing_is_configured(settings: Settings) -> None:
+    untraced = await build_server(settings)
+    await untraced.start()
+    await untraced.stop()
+    assert untraced.tracer_provider is None
+    assert type(untraced.writer) is Batcher
+    assert type(untraced.latest_reader) is Batcher
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):

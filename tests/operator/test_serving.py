@@ -39,6 +39,15 @@ def sqlite_url(directory: Path, name: str) -> str:
     return f"sqlite+aiosqlite:///{directory / name}"
 
 
+def refused_serve(listen: str, workers: str, database_url: str, cwd: Path) -> str:
+    """Runs `faultsvc serve`, which must fail with exit code 1; returns its one line."""
+    outcome = faultsvc(
+        "serve", "--listen", listen, "--workers", workers, "--database-url", database_url, cwd=cwd
+    )
+    assert outcome.code == 1
+    return outcome.error
+
+
 def test_a_config_file_serves_with_several_workers(tmp_path: Path) -> None:
     port = free_port()
     (tmp_path / "faultsvc.toml").write_text(
@@ -76,14 +85,8 @@ def test_a_second_faultsvc_on_the_same_port_is_refused(second_workers: str, tmp_
     listen = f"127.0.0.1:{port}"
     first = ["--listen", listen, "--workers", WORKERS]
     with serving(*first, "--database-url", sqlite_url(tmp_path, "a.db"), cwd=tmp_path, port=port):
-        second = faultsvc(
-            "serve",
-            *["--listen", listen, "--workers", second_workers],
-            *["--database-url", sqlite_url(tmp_path, "b.db")],
-            cwd=tmp_path,
-        )
-        assert second.code == 1
-        assert second.error.endswith(
+        refusal = refused_serve(listen, second_workers, sqlite_url(tmp_path, "b.db"), tmp_path)
+        assert refusal.endswith(
             f"cannot start: port {port} is in use: something else listens on {listen}"
         )
         assert record_and_read_back(listen, 12) == [True] * 12
@@ -97,16 +100,11 @@ def test_a_port_another_program_listens_on_is_refused(reuse_port: bool, tmp_path
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
+        listen = f"localhost:{port}"
         for workers in ("1", WORKERS):
-            outcome = faultsvc(
-                "serve",
-                *["--listen", f"localhost:{port}", "--workers", workers],
-                *["--database-url", sqlite_url(tmp_path, "faults.db")],
-                cwd=tmp_path,
-            )
-            assert outcome.code == 1
-            assert outcome.error.endswith(
-                f"cannot start: port {port} is in use: something else listens on localhost:{port}"
+            refusal = refused_serve(listen, workers, sqlite_url(tmp_path, "faults.db"), tmp_path)
+            assert refusal.endswith(
+                f"cannot start: port {port} is in use: something else listens on {listen}"
             )
 
 
