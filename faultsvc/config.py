@@ -247,6 +247,10 @@ def with_async_driver(text: str) -> str:
             f"{url.drivername} is not the async driver faultsvc uses; write {backend}+{driver}://"
         )
     url = url.set(drivername=f"{backend}+{driver}")
+    if backend == "sqlite" and url.database and "uri" not in url.query:
+        directory = Path(url.database).parent
+        if not directory.is_dir():
+            raise ValueError(f"the SQLite file's directory {directory} is not a directory")
     try:  # the query arguments the dialect converts (?connect_timeout=10)
         url.get_dialect()().create_connect_args(url)
     except (TypeError, ValueError) as error:

@@ -172,15 +172,20 @@ def test_serve_with_the_database_down_says_so(closed_port: int, tmp_path: Path) 
     assert PASSWORD not in outcome.stderr
 
 
-@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "purge", "--older-than", "1"]])
-def test_db_commands_on_a_path_that_cannot_hold_a_database_say_so(
-    command: list[str], tmp_path: Path
+@pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"], ["db", "purge"]])
+@pytest.mark.parametrize("directory", ["a-file", "missing"])
+def test_a_sqlite_path_that_cannot_hold_a_database_is_refused(
+    command: list[str], directory: str, tmp_path: Path
 ) -> None:
     (tmp_path / "a-file").write_text("")
-    url = f"sqlite+aiosqlite:///{tmp_path / 'a-file' / 'faults.db'}"
-    outcome = faultsvc(*command, "--database-url", url, cwd=tmp_path)
-    assert outcome.code == FAILED
-    assert outcome.error.endswith("OperationalError: unable to open database file")
+    extra = ["--older-than", "1"] if command == ["db", "purge"] else []
+    url = f"sqlite+aiosqlite:///{tmp_path / directory / 'faults.db'}"
+    outcome = faultsvc(*command, *extra, "--database-url", url, cwd=tmp_path)
+    assert outcome.code == USAGE
+    assert outcome.error == (
+        f"faultsvc: --database-url: the SQLite file's directory {tmp_path / directory} "
+        "is not a directory"
+    )
 
 
 def test_upgrading_a_database_opened_read_only_says_so(tmp_path: Path) -> None:
