@@ -96,7 +96,9 @@ class FaultStore:
         database timeout for all attempts together; then the call is
         Unavailable. A conflict (a deadlock, a Galera certification conflict,
         a lock wait timeout, a duplicate key) rolled the transaction back: it
-        runs again. An endpoint that does not answer is left for the next one.
+        runs again. An endpoint whose connection fails is left for the next
+        one; one that is only slow (a lock, a long statement) is pinged, and
+        left only if the ping gets no answer either.
         A connection lost during COMMIT leaves the outcome unknown: the work
         runs again only if `rerun_after_lost_commit`, and must then allow for
         its earlier attempt having been committed (it is told the attempt).
@@ -123,7 +125,12 @@ class FaultStore:
                     raise
                 if failure is Failure.ENDPOINT_DOWN:
                     self._database.failed(engine)
-                outcome_unknown = committing and failure is Failure.ENDPOINT_DOWN
+                elif failure is Failure.NO_ANSWER:
+                    self._database.suspect(engine)
+                outcome_unknown = committing and failure in (
+                    Failure.ENDPOINT_DOWN,
+                    Failure.NO_ANSWER,
+                )
                 pause = backoff_seconds(attempt)
                 if (
                     attempt == MAX_ATTEMPTS
