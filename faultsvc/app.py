@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import logging
@@ -79,6 +80,24 @@ class FaultServer:
         await self.server.start()
         log.info("faultsvc serving on %s", self.target)
 
+    async def broken(self) -> BaseException:
+        """Returns the error of the first batcher that fails; the server must then be stopped.
+
+        Never returns while both run: a server whose writer died answers every
+        RecordFault UNAVAILABLE, and only a restart brings it back.
+        """
+        stopped = [asyncio.ensure_future(b.stopped()) for b in (self.writer, self.latest_reader)]
+        try:
+            for next_stopped in asyncio.as_completed(stopped):
+                error = await next_stopped
+                if error is not None:
+                    return error
+            await asyncio.Event().wait()  # both were closed: the server is stopping
+            raise AssertionError("unreachable")
+        finally:
+            for task in stopped:
+                task.cancel()
+
     async def stop(self) -> None:
         """Graceful: refuse new calls, let in-flight ones finish, drain writes, close the pool."""
         await self.health.close()
@@ -113,8 +132,18 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
         latest = await store.latest_for(set(instance_ids))
         return [latest.get(instance_id) for instance_id in instance_ids]
 
-    writer = Batcher("group-commit", record_batch, max_batch=WRITE_BATCH_MAX)
-    latest_reader = Batcher("coalesced-reads", latest_each, max_batch=READ_BATCH_MAX)
+    writer = Batcher(
+        "group-commit",
+        record_batch,
+        max_batch=WRITE_BATCH_MAX,
+        max_pending=settings.max_waiting_calls,
+    )
+    latest_reader = Batcher(
+        "coalesced-reads",
+        latest_each,
+        max_batch=READ_BATCH_MAX,
+        max_pending=settings.max_waiting_calls,
+    )
     for batcher in (writer, latest_reader):
         batcher.on_batch = functools.partial(metrics.observe_batch, batcher.name)
 
@@ -128,6 +157,7 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
             RedactionInterceptor(AdminPolicy(settings.admin_roles)),
             DecodingInterceptor(),
         ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             ("grpc.so_reuseport", int(reuse_port)),
