@@ -59,7 +59,7 @@ class FaultServer:
     database: DatabaseEndpoints
     health: DatabaseHealth
     writer: Batcher[NewFault, StoredFault]
-    latest_reader: Batcher[str, StoredFault | None]
+    latest_reader: Batcher[tuple[str, bool], StoredFault | None]
     port: int
     metrics_registry: CollectorRegistry
 
@@ -128,9 +128,18 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
         metrics.count_recorded(r.source for r in results if isinstance(r, StoredFault))
         return results
 
-    async def latest_each(instance_ids: Sequence[str]) -> list[StoredFault | None]:
-        latest = await store.latest_for(set(instance_ids))
-        return [latest.get(instance_id) for instance_id in instance_ids]
+    async def latest_each(
+        requests: Sequence[tuple[str, bool]],
+    ) -> list[StoredFault | None]:
+        """The latest fault of each (instance, with details): one query per kind asked for."""
+        latest = {
+            with_details: await store.latest_for(
+                {instance_id for instance_id, details in requests if details == with_details},
+                with_details=with_details,
+            )
+            for with_details in {details for _, details in requests}
+        }
+        return [latest[details].get(instance_id) for instance_id, details in requests]
 
     writer = Batcher(
         "group-commit",
@@ -165,7 +174,11 @@ async def build_server(settings: Settings, *, reuse_port: bool = False) -> Fault
     )
     fault_service_pb2_grpc.add_FaultServiceServicer_to_server(
         FaultServicer(
-            store, writer, latest_reader, Scrubber(settings.scrub_patterns, settings.scrub_mask)
+            store,
+            writer,
+            latest_reader,
+            Scrubber(settings.scrub_patterns, settings.scrub_mask),
+            settings.max_response_bytes,
         ),
         server,
     )

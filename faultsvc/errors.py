@@ -62,6 +62,12 @@ class MalformedRequest(FaultServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class ResponseTooLarge(FaultServiceError):
+    """The answer would not fit the response budget; the message says what to ask instead."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unauthenticated(FaultServiceError):
     """The call carries no valid credentials; the message never quotes what it carried."""
 

@@ -18,7 +18,7 @@ import grpc
 
 from faultsvc.errors import FaultServiceError
 from faultsvc.metrics import Metrics
-from faultsvc.policy.redaction import strip_admin_only
+from faultsvc.policy.redaction import strip_admin_only, strip_admin_only_of_this_call
 from faultsvc.policy.roles import AdminPolicy
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,7 @@ class RedactionInterceptor(BehaviourInterceptor):
 
     def unary(self, behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
         async def redacted(request: Any, context: Context) -> Any:
+            strip_admin_only_of_this_call()
             response = await behaviour(request, context)
             if response is not None:
                 strip_admin_only(response)
@@ -163,6 +164,7 @@ class RedactionInterceptor(BehaviourInterceptor):
 
     def stream(self, behaviour: StreamBehaviour, method: str) -> StreamBehaviour:
         async def redacted(request: Any, context: Context) -> AsyncIterator[Any]:
+            strip_admin_only_of_this_call()
             async for response in behaviour(request, context):
                 strip_admin_only(response)
                 yield response
@@ -171,6 +173,7 @@ class RedactionInterceptor(BehaviourInterceptor):
 
     def writes(self, behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
         async def redacted(request: Any, context: Context) -> Any:
+            strip_admin_only_of_this_call()
             redacting: Any = _RedactingWrites(context)  # stands in for the context
             return await behaviour(request, redacting)
 

@@ -135,7 +135,8 @@ test("batchGetLatestFaults returns the latest fault of each instance that has on
 
   const forAdmin = await admin.batchGetLatestFaults([first, second, faultless]);
   assert.deepEqual(idsOf(forAdmin).sort(), [firstLatest.id, secondLatest.id].sort());
-  assert.ok(forAdmin.every((fault) => fault.details === TRACE));
+  // The list view's batch leaves details out unless the FULL view is asked for.
+  assert.ok(forAdmin.every((fault) => fault.details === ""));
 
   const forAnyone = await anonymous.batchGetLatestFaults([first, second, faultless]);
   assert.deepEqual(idsOf(forAnyone).sort(), [firstLatest.id, secondLatest.id].sort());
