@@ -253,13 +253,14 @@ class FaultReporter:
         """Delivers what it can within `timeout` seconds, then stops.
 
         Faults still queued then are lost (and logged); faults reported after
-        close are dropped.
+        close are dropped. A reporter never started starts now if faults
+        were reported to it, so that they are delivered too.
         """
         if self._closed:
             return
         self._closed = True
         if self._task is None and self._queue:
-            LOG.warning("closing a reporter never started: %d fault(s) lost", len(self._queue))
+            await self.start()
         if self._task is not None and not await self.flush(timeout):
             LOG.warning(
                 "closing with %d fault(s) not delivered to faultsvc at %s",

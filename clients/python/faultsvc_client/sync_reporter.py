@@ -113,7 +113,13 @@ class SyncFaultReporter:
         return self._loop_thread.run(self._reporter.flush(timeout), timeout=wait)
 
     def close(self, timeout: float | None = 5.0) -> None:
-        """Delivers what it can within `timeout` seconds, then stops the thread."""
+        """Delivers what it can within `timeout` seconds, then stops the thread.
+
+        A reporter never started starts now if faults were reported to it,
+        so that they are delivered too.
+        """
+        if self._loop_thread is None and self._reporter.pending:
+            self.start()
         loop_thread = self._loop_thread
         if loop_thread is None or loop_thread.loop.is_closed():
             return
