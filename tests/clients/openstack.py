@@ -77,10 +77,6 @@ class OperationalError(Exception):
     __module__ = "pymysql.err"
 
 
-class LibvirtError(Exception):
-    __module__ = "libvirt"
-
-
 def raised(error: BaseException) -> BaseException:
     """`error`, raised and caught, so that it carries a traceback (of this raise only)."""
     try:

@@ -228,33 +228,25 @@ async def test_reporting_reports_and_reraises_from_blocks_and_functions(
     ]
 
 
+@pytest.mark.parametrize("kind", [FaultReporter, SyncFaultReporter])
 async def test_faults_reported_before_start_are_delivered_at_close(
-    server: FaultServer, admin_client: FaultServiceClient
+    kind: type[FaultReporter | SyncFaultReporter],
+    server: FaultServer,
+    admin_client: FaultServiceClient,
 ) -> None:
     instance = new_instance()
-    reporter = FaultReporter(server.target)
+    reporter = kind(server.target)
     reporter.report(instance, "reported before start")
 
-    await reporter.close(timeout=10)
+    if isinstance(reporter, FaultReporter):
+        await reporter.close(timeout=10)
+    else:
+        await asyncio.to_thread(reporter.close, 10)
 
     assert [f.message async for f in admin_client.iter_faults(instance)] == [
         "reported before start"
     ]
     assert reporter.stats == ReporterStats(reported=1, delivered=1)
-
-
-async def test_sync_reporter_delivers_faults_reported_before_start_at_close(
-    server: FaultServer, admin_client: FaultServiceClient
-) -> None:
-    instance = new_instance()
-    reporter = SyncFaultReporter(server.target)
-    reporter.report(instance, "reported before start")
-
-    await asyncio.to_thread(reporter.close, 10)
-
-    assert [f.message async for f in admin_client.iter_faults(instance)] == [
-        "reported before start"
-    ]
 
 
 async def test_report_never_raises_into_its_caller(server: FaultServer) -> None:
