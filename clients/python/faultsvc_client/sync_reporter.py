@@ -25,11 +25,12 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from types import ModuleType, TracebackType
 from typing import Any, Self, TypeVar
 
 from faultsvc_client.client import DEFAULT_TARGET, TlsConfig
+from faultsvc_client.fault_info import SafeExceptionTypes
 from faultsvc_client.reporter import (
     DEFAULT_BACKOFF,
     Backoff,
@@ -65,6 +66,7 @@ class SyncFaultReporter:
         max_queue_size: int = 1_000,
         backoff: Backoff = DEFAULT_BACKOFF,
         call_timeout: float = 5.0,
+        safe_exception_types: Iterable[str | type[BaseException]] = (),
     ) -> None:
         self._reporter = FaultReporter(
             target,
@@ -75,6 +77,7 @@ class SyncFaultReporter:
             max_queue_size=max_queue_size,
             backoff=backoff,
             call_timeout=call_timeout,
+            safe_exception_types=safe_exception_types,
         )
         self._loop_thread: _LoopThread | None = None
 
@@ -93,6 +96,10 @@ class SyncFaultReporter:
     @property
     def host(self) -> str:
         return self._reporter.host
+
+    @property
+    def safe_exception_types(self) -> SafeExceptionTypes:
+        return self._reporter.safe_exception_types
 
     def start(self) -> None:
         """Starts the reporter's thread and loop, and delivery on them."""
@@ -113,7 +120,13 @@ class SyncFaultReporter:
         return self._loop_thread.run(self._reporter.flush(timeout), timeout=wait)
 
     def close(self, timeout: float | None = 5.0) -> None:
-        """Delivers what it can within `timeout` seconds, then stops the thread."""
+        """Delivers what it can within `timeout` seconds, then stops the thread.
+
+        A reporter never started starts now if faults were reported to it,
+        so that they are delivered too.
+        """
+        if self._loop_thread is None and self._reporter.pending:
+            self.start()
         loop_thread = self._loop_thread
         if loop_thread is None or loop_thread.loop.is_closed():
             return
@@ -135,13 +148,15 @@ class SyncFaultReporter:
         """Queues a fault of the instance; returns its fault_id (None if it could not)."""
         return self._reporter.report(instance_id, message, details, source=source, host=host)
 
-    def report_exception(self, instance_id: str, exc: BaseException) -> str | None:
-        """Queues the exception as a fault: its message, and its traceback as details."""
-        return self._reporter.report_exception(instance_id, exc)
+    def report_exception(
+        self, instance_id: str, exc: BaseException, message: str | None = None
+    ) -> str | None:
+        """Queues the exception as a fault; see `FaultReporter.report_exception`."""
+        return self._reporter.report_exception(instance_id, exc, message)
 
-    def reporting(self, instance_id: str) -> FaultReporting:
+    def reporting(self, instance_id: str, message: str | None = None) -> FaultReporting:
         """A context manager and decorator that reports an escaping exception."""
-        return self._reporter.reporting(instance_id)
+        return self._reporter.reporting(instance_id, message)
 
     def __enter__(self) -> Self:
         self.start()
