@@ -17,7 +17,6 @@ Both parses run at the runtime's C speed, whatever the request holds.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -27,7 +26,15 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescript
 from google.protobuf.message import DecodeError, Message
 
 from faultsvc.errors import FaultServiceError, InvalidArgument, MalformedRequest
-from faultsvc.interceptors import Context, Continuation, Handler
+from faultsvc.handlers import (
+    Behaviour,
+    Context,
+    Continuation,
+    Handler,
+    Kind,
+    method_descriptor,
+    rewrap,
+)
 
 
 class RequestDecoder:
@@ -36,11 +43,6 @@ class RequestDecoder:
     def __init__(self, parse: Callable[[bytes], Any], request_type: Descriptor | None) -> None:
         self._parse = parse
         self._request_type = request_type
-
-    @classmethod
-    def for_method(cls, method: str, parse: Callable[[bytes], Any]) -> RequestDecoder:
-        """The decoder of `method` ("/package.Service/Method"), its type found by name."""
-        return cls(parse, request_type_of(method))
 
     def __call__(self, data: bytes) -> Any:
         try:
@@ -79,81 +81,40 @@ class DecodingInterceptor(grpc.aio.ServerInterceptor):
             return handler
         decoding = self._decoding.get(handler)
         if decoding is None:
-            decode = RequestDecoder.for_method(
-                handler_call_details.method, handler.request_deserializer
+            method = method_descriptor(handler_call_details.method)
+            decode = RequestDecoder(
+                handler.request_deserializer, None if method is None else method.input_type
             )
-            decoding = self._decoding[handler] = decoding_handler(handler, decode)
+            decoding = self._decoding[handler] = rewrap(
+                handler,
+                lambda behaviour, kind: decoding_behaviour(behaviour, kind, decode),
+                request_deserializer=None,
+            )
         return decoding
 
 
-def decoding_handler(handler: Handler, decode: Callable[[bytes], Any]) -> Handler:
-    """`handler`, taking its requests as bytes and parsing them with `decode`."""
-    behaviours: Any = handler  # the stubs type behaviours as the sync API's
-    serializers: dict[str, Any] = {
-        "request_deserializer": None,
-        "response_serializer": handler.response_serializer,
-    }
-    if behaviours.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            _decoding_request(behaviours.unary_unary, decode), **serializers
-        )
-    if behaviours.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            _decoding_request(behaviours.unary_stream, decode), **serializers
-        )
-    if behaviours.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            _decoding_requests(behaviours.stream_unary, decode), **serializers
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        _decoding_requests(behaviours.stream_stream, decode), **serializers
-    )
+def decoding_behaviour(
+    behaviour: Behaviour, kind: Kind, decode: Callable[[bytes], Any]
+) -> Behaviour:
+    """`behaviour`, taking its request (or request stream) as bytes and parsing it with `decode`."""
 
+    def parsed(data: Any) -> Any:
+        if kind.request_streaming:
+            return (decode(item) async for item in data)
+        return decode(data)
 
-def _decoding_request(behaviour: Any, decode: Callable[[bytes], Any]) -> Any:
-    # grpc.aio tells a response stream (async generator) from a call that
-    # writes its responses (coroutine) by the function's kind: keep it.
-    if inspect.isasyncgenfunction(behaviour):
+    if kind.yields:
 
-        async def streaming(data: bytes, context: Context) -> AsyncIterator[Any]:
-            async for response in behaviour(decode(data), context):
+        async def streaming(data: Any, context: Context) -> AsyncIterator[Any]:
+            async for response in behaviour(parsed(data), context):
                 yield response
 
         return streaming
 
-    async def unary(data: bytes, context: Context) -> Any:
-        return await behaviour(decode(data), context)
+    async def unary(data: Any, context: Context) -> Any:
+        return await behaviour(parsed(data), context)
 
     return unary
-
-
-def _decoding_requests(behaviour: Any, decode: Callable[[bytes], Any]) -> Any:
-    async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
-        async for data in requests:
-            yield decode(data)
-
-    if inspect.isasyncgenfunction(behaviour):
-
-        async def streaming(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
-            async for response in behaviour(decoded(requests), context):
-                yield response
-
-        return streaming
-
-    async def unary(requests: AsyncIterator[bytes], context: Context) -> Any:
-        return await behaviour(decoded(requests), context)
-
-    return unary
-
-
-def request_type_of(method: str) -> Descriptor | None:
-    """The request message of a method path, from the default descriptor pool; None if unknown."""
-    try:
-        found = descriptor_pool.Default().FindMethodByName(method.strip("/").replace("/", "."))
-    except KeyError:
-        return None
-    request_type: Descriptor = found.input_type
-    return request_type
 
 
 def first_string_not_utf8(data: bytes, message_type: Descriptor) -> str | None:
