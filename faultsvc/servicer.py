@@ -12,7 +12,7 @@ from faultsvc.policy.redaction import stripping_admin_only
 from faultsvc.policy.scrub import Scrubber
 from faultsvc.storage.batching import Batcher
 from faultsvc.storage.store import Cursor, FaultStore
-from faultsvc.storage.tables import DETAILS_MAX_BYTES, LABEL_MAX_CHARS, MESSAGE_MAX_CHARS
+from faultsvc.storage.tables import DETAILS_MAX_BYTES, LABEL_MAX_CHARS
 from faultsvc.v1 import fault_pb2, fault_service_pb2_grpc
 from faultsvc.v1 import fault_service_pb2 as pb
 
@@ -138,10 +138,11 @@ def framed_size(message: fault_pb2.Fault) -> int:
 def new_fault_from(request: pb.RecordFaultRequest, scrubber: Scrubber) -> NewFault:
     """The fault a RecordFault request describes: validated, scrubbed of secrets, truncated.
 
-    Scrubbing comes before truncation, so that a cut never leaves half a
-    secret that no pattern recognises.
+    Each text is scrubbed whole, then cut: a cut first could leave half a
+    secret that no pattern recognises, and a mask can pull text from beyond
+    the cut into what is kept.
     """
-    scrub = scrubber.scrub_before_cut
+    scrub = scrubber.scrub
     now = faults.utc_now()
     created = now
     if request.HasField("occur_time"):
@@ -154,10 +155,10 @@ def new_fault_from(request: pb.RecordFaultRequest, scrubber: Scrubber) -> NewFau
     return NewFault(
         id=faults.parse_fault_id(request.fault_id) if caller_made_id else faults.new_fault_id(),
         instance_id=faults.check_instance_id(request.instance_id),
-        message=faults.check_message(scrub(request.message, MESSAGE_MAX_CHARS)),
-        details=faults.truncate_details(scrub(request.details, DETAILS_MAX_BYTES)),
-        source=faults.truncate_chars(scrub(request.source, LABEL_MAX_CHARS), LABEL_MAX_CHARS),
-        host=faults.truncate_chars(scrub(request.host, LABEL_MAX_CHARS), LABEL_MAX_CHARS),
+        message=faults.check_message(scrub(request.message)),
+        details=faults.truncate_details(scrub(request.details), DETAILS_MAX_BYTES),
+        source=faults.truncate_chars(scrub(request.source), LABEL_MAX_CHARS),
+        host=faults.truncate_chars(scrub(request.host), LABEL_MAX_CHARS),
         created=created,
         caller_made_id=caller_made_id,
     )

@@ -79,8 +79,15 @@ async def test_operators_add_their_own_patterns_and_mask(database_url: str) -> N
     assert fault.details == "Ticket=[scrubbed] [scrubbed] password=[scrubbed]"
 
 
-def test_a_pattern_that_is_not_a_regular_expression_is_a_settings_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pattern", ["password=(", r"(?<=password=)\S+"])
+def test_a_pattern_re2_cannot_compile_is_a_settings_error_naming_it(
+    tmp_path: Path, pattern: str
+) -> None:
+    """A lookbehind is a regular expression to Python, but not one RE2 can match in linear time."""
     config = tmp_path / "faultsvc.toml"
-    config.write_text("scrub_patterns = ['password=(']\n")
-    with pytest.raises(ValidationError, match="scrub pattern 1 is not a regular expression"):
+    config.write_text(f"scrub_patterns = ['ticket=\\d+', '{pattern}']\n")
+    with pytest.raises(ValidationError) as error:
         load_settings(config)
+    assert f"scrub pattern 2 ({pattern!r}) is not a regular expression RE2 accepts" in str(
+        error.value
+    )
