@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from faultsvc import faults, pagination
@@ -20,6 +22,11 @@ MAX_BATCH_IDS = 1000
 DEFAULT_MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 # What a fault costs in a response beyond its own bytes: its tag and length.
 FRAMING_BYTES = 6
+# A larger request is scrubbed on a worker thread, where RE2 matches without
+# the GIL: scrubbing is linear, but megabytes of hostile text take seconds, and
+# the event loop must not wait for them. A smaller one, at most a few
+# milliseconds however hostile (a traceback is a few KB), is scrubbed inline.
+SCRUB_INLINE_MAX_BYTES = 8 * 1024
 
 
 class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
@@ -37,12 +44,20 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
         self._writer = writer
         self._latest_reader = latest_reader
         self._scrubber = scrubber or Scrubber()
+        # One large request scrubbed at a time: threads scrubbing at once would
+        # take turns with the event loop for the GIL, and each would add to its wait.
+        self._large_scrubs = asyncio.Semaphore()
         self._max_response_bytes = max_response_bytes
 
     async def RecordFault(
         self, request: pb.RecordFaultRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.RecordFaultResponse:
-        stored = await self._writer.submit(new_fault_from(request, self._scrubber))
+        if request.ByteSize() <= SCRUB_INLINE_MAX_BYTES:
+            fault = new_fault_from(request, self._scrubber)
+        else:
+            async with self._large_scrubs:
+                fault = await asyncio.to_thread(new_fault_from, request, self._scrubber)
+        stored = await self._writer.submit(fault)
         return pb.RecordFaultResponse(fault=fault_message(stored))
 
     async def GetLatestFault(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import grpc
 import pytest
 from pydantic import ValidationError
 
-from faultsvc.app import build_server
+from faultsvc.app import FaultServer, build_server
 from faultsvc.config import Settings, load_settings
 from faultsvc.faults import truncate_chars
 from faultsvc.policy.scrub import MASK, Scrubber
@@ -18,6 +19,7 @@ from faultsvc.v1 import fault_pb2, fault_service_pb2_grpc
 from faultsvc.v1 import fault_service_pb2 as pb
 from tests.security.test_scrub import INNOCENT, LEAKS, SPELLINGS
 from tests.support.calls import ADMIN, Stub
+from tests.support.latency import HEALTH_CHECK_BOUND_SECONDS, slowest_health_check_during
 
 TRACEBACK, TRACEBACK_SECRETS = LEAKS["trove guest agent: mysql -p in a ProcessExecutionError"]
 HEADERS, HEADER_SECRETS = LEAKS["requests header dump"]
@@ -141,6 +143,39 @@ async def test_the_message_that_leaked_is_stored_masked(stub: Stub) -> None:
     )
     for field in STORED_TEXTS:
         assert not fragments_of_the_secret(getattr(stored, field))
+
+
+def hostile(unit: str, size: int) -> str:
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the loop, not the database
+async def test_hostile_text_up_to_the_request_limit_never_holds_up_other_callers(
+    server: FaultServer, stub: Stub
+) -> None:
+    """The densest text found for the costliest patterns, a match every 10 bytes, 4 MiB of it.
+
+    Scrubbed whole on the event loop, each of these held every other caller
+    for seconds; on a worker thread, where RE2 matches without the GIL, a
+    health check waits no longer than the bound of any hostile call.
+    """
+    size = server.settings.max_receive_message_bytes - 1024  # the other fields and framing
+    requests = [
+        pb.RecordFaultRequest(instance_id="i-1", message=hostile("password=x\n", size)),
+        pb.RecordFaultRequest(instance_id="i-2", message="m", details=hostile("mysql -pX\n", size)),
+    ]
+
+    async def hostile_calls() -> None:
+        await asyncio.gather(*(stub.RecordFault(request) for request in requests))
+
+    worst = await slowest_health_check_during(server.target, hostile_calls())
+    assert worst < HEALTH_CHECK_BOUND_SECONDS, f"a health check waited {worst * 1000:.0f} ms"
+    first, second = [
+        (await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id=i), metadata=ADMIN)).fault
+        for i in ("i-1", "i-2")
+    ]
+    assert first.message.startswith("password=***\npassword=***\n")
+    assert second.details.startswith("mysql -p***\nmysql -p***\n")
 
 
 async def test_operators_add_their_own_patterns_and_mask(database_url: str) -> None:
