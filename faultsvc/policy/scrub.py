@@ -285,11 +285,13 @@ DEFAULT_PATTERNS: tuple[ScrubPattern, ...] = (
         *_KEY_HINTS,
     ),
     # password='x', "password": "x", {\"password\": \"x\"}, 'password' => 'x',
-    # api_key = u'x', password=x, PASSWORD: x, and password 'x'.
+    # api_key = u'x', password=x, PASSWORD: x, passwords: ['x', 'y'], and
+    # password 'x'. A value that opens a mapping is left to the keys inside it.
     ScrubPattern(
         rf"{_BEFORE_KEY}{_KEY}"
         rf"(?:\\*[\"']?{_SPACE}(?:=>|=|:){_SPACE}(?:[rub]?{_quoted('value')}"
-        rf"|(?P<secret_bare>[^\s\"',;&]+))|[ \t]+{_quoted('spaced')})",
+        r"|\[(?P<secret_list>[^\]\n]*)\]?|(?P<secret_bare>[^\s\"',;&{\[][^\s\"',;&]*))"
+        rf"|[ \t]+{_quoted('spaced')})",
         *_KEY_HINTS,
         accept=_not_mysql_saying_whether,
     ),

@@ -223,6 +223,10 @@ SPELLINGS: dict[str, tuple[str, list[str]]] = {
         "MYSQL_PWD=MyPwd9 db_passwd=Db8Passwd",
         ["Ceph8Key", "Key1ringV", "Psk3yV4l", "SslK3yV4l", "MyPwd9", "Db8Passwd"],
     ),
+    "a list of passwords": (
+        "trove.guestagent: create_user failed: {'name': 'app', 'passwords': ['L1stA', 'L1stB']}",
+        ["L1stA", "L1stB"],
+    ),
     "a Trove notification payload": (
         "{'instance_id': 'i-1', 'users': [{'_name': 'app', '_password': u'Us3rPa55'}], "
         "'transport_url': 'rabbit://openstack:R4bbitPa55@ctl:5672//'}",
@@ -283,6 +287,10 @@ def test_the_masks_say_what_was_masked() -> None:
     assert SCRUBBER.scrub("--password hunter22 -v") == "--password *** -v"
     assert SCRUBBER.scrub("password=hunter22, user=y") == "password=***, user=y"
     assert SCRUBBER.scrub("('password', 'x')") == "('password', '***')"
+    assert SCRUBBER.scrub("{'passwords': ['x', 'y'], 'n': 2}") == "{'passwords': [***], 'n': 2}"
+    assert SCRUBBER.scrub('{"changePassword": {"adminPass": "x"}}') == (
+        '{"changePassword": {"adminPass": "***"}}'
+    )
     assert SCRUBBER.scrub("<password>x</password>") == "<password>***</password>"
     assert SCRUBBER.scrub("?X-Amz-Signature=ab12&X-Amz-Date=1") == (
         "?X-Amz-Signature=***&X-Amz-Date=1"
