@@ -402,6 +402,19 @@ HOSTILE_UNITS = st.lists(st.sampled_from(HOSTILE_PIECES), min_size=1, max_size=1
 SMALL, LARGE = 8 * 1024, 128 * 1024  # the old scrub window was 128 KiB
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(max_size=300)
+    | st.lists(st.sampled_from([*HOSTILE_PIECES, "é", "東", "🔥", "\ud800", "\x00"])).map("".join)
+)
+def test_any_text_comes_out_as_text_changed_only_by_masks(text: str) -> None:
+    """Matched as UTF-8 bytes, masked, decoded: never an error, never a character cut in two."""
+    scrubbed = SCRUBBER.scrub(text)
+    assert scrubbed == text or MASK in scrubbed
+    for piece in scrubbed.split(MASK):
+        assert piece in text
+
+
 def repeated(unit: str, size: int) -> bytes:
     return (unit * (size // len(unit) + 1))[:size].encode()
 
