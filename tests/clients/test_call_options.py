@@ -7,12 +7,10 @@ presents it, as it trusts an API service that forwards its users' roles.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -21,6 +19,7 @@ import pytest
 from faultsvc.app import FaultServer
 from faultsvc.config import Settings
 from faultsvc_client import FaultServiceClient, FaultServiceError, SyncFaultServiceClient
+from tests.clients.processes import frozen
 from tests.support.servers import ServerProcess
 
 SERVICE_TOKEN = "instance-api-service-token-7c1e4b"
@@ -74,17 +73,6 @@ async def connected(kind: str, target: str, **defaults: Any) -> AsyncIterator[An
         yield InThread(sync_client)
     finally:
         await asyncio.to_thread(sync_client.close)
-
-
-@contextmanager
-def frozen(server: ServerProcess) -> Iterator[None]:
-    """The server stopped with SIGSTOP: it accepts connections and never answers."""
-    assert server.process is not None
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
 
 
 CLIENT_KINDS = pytest.mark.parametrize("kind", ["async", "sync"])
