@@ -169,6 +169,34 @@ test("listFaults pages through the history newest first", async () => {
   assert.ok(seenByAnyone.every((fault) => fault.details === ""));
 });
 
+test("every read takes the roles of its call over the client's", async () => {
+  const instanceId = newInstanceId();
+  const recorded = await anonymous.recordFault(
+    { instanceId, message: "Resize failed", details: TRACE },
+    { roles: ["admin"] },
+  );
+  const asAdmin = { roles: ["admin"] };
+  /** @type {Fault[]} */
+  const every = [];
+  for await (const fault of anonymous.allFaults(instanceId, {}, asAdmin)) {
+    every.push(fault);
+  }
+  const readByAdmin = [
+    recorded,
+    await anonymous.getLatestFault(instanceId, asAdmin),
+    ...(await anonymous.batchGetLatestFaults([instanceId], asAdmin)),
+    ...(await anonymous.listFaults(instanceId, {}, asAdmin)).faults,
+    ...every,
+  ];
+  assert.deepEqual(
+    readByAdmin.map((fault) => fault?.details),
+    Array(5).fill(TRACE),
+  );
+  const readByTenant = await admin.getLatestFault(instanceId, { roles: [] });
+  assert.equal(readByTenant?.details, "");
+  assert.equal((await anonymous.getLatestFault(instanceId))?.details, "");
+});
+
 test("clearFaults clears every fault of the instance and says how many", async () => {
   const instanceId = newInstanceId();
   await recordResizeFailure(instanceId, 60);
