@@ -80,6 +80,13 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
 
+    def finish(self, last: Coroutine[Any, Any, None], *, timeout: float | None) -> None:
+        """Runs `last` on the loop (see `run`), then stops the loop, even if `last` failed."""
+        try:
+            self.run(last, timeout=timeout)
+        finally:
+            self.stop(timeout=LOOP_GRACE)
+
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 

@@ -80,12 +80,8 @@ class SyncFaultServiceClient:
 
     def close(self) -> None:
         """Closes the channel, cancelling calls in flight, and ends the client's thread."""
-        if self._loop_thread.loop.is_closed():
-            return
-        try:
-            self._loop_thread.run(self._client.close(), timeout=LOOP_GRACE)
-        finally:
-            self._loop_thread.stop(timeout=LOOP_GRACE)
+        if not self._loop_thread.loop.is_closed():
+            self._loop_thread.finish(self._client.close(), timeout=LOOP_GRACE)
 
     def __enter__(self) -> Self:
         return self

@@ -98,10 +98,7 @@ class SyncFaultReporter:
         if loop_thread is None or loop_thread.loop.is_closed():
             return
         wait = None if timeout is None else timeout + LOOP_GRACE
-        try:
-            loop_thread.run(self._reporter.close(timeout), timeout=wait)
-        finally:
-            loop_thread.stop(timeout=LOOP_GRACE)
+        loop_thread.finish(self._reporter.close(timeout), timeout=wait)
 
     def report(
         self,
