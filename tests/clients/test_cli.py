@@ -363,6 +363,18 @@ async def test_an_instance_id_with_escapes_is_echoed_inertly(server: FaultServer
     assert shown.stdout == "Instance i-\\x1b]0;owned\\x07 has no fault.\n"
 
 
+async def test_a_token_metadata_cannot_carry_is_one_line_not_a_traceback() -> None:
+    target = f"127.0.0.1:{free_port()}"
+
+    shown = await run_python_async([*CLI, "show", "i-1", "--target", target, "--token", "sécret"])
+
+    assert shown.returncode == EXIT_REFUSED
+    assert shown.stderr == (
+        "error: invalid argument: the token holds characters gRPC metadata cannot carry"
+        " (only printable ASCII)\n"
+    )
+
+
 @dataclass(frozen=True)
 class TlsServers:
     """A server that serves TLS, one that also asks for client certificates, and their CA."""

@@ -130,13 +130,25 @@ def _read(path: str | Path | None) -> bytes | None:
 
 
 def call_metadata(token: str | None, roles: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    """The metadata faultsvc reads: a bearer token and keystone-style roles."""
+    """The metadata faultsvc reads: a bearer token and keystone-style roles.
+
+    gRPC metadata carries printable ASCII only; anything else in a token or
+    a role is an INVALID_ARGUMENT `FaultServiceError` here, before the call.
+    """
     metadata: list[tuple[str, str]] = []
     if token:
         metadata.append(("authorization", f"Bearer {token}"))
     role_list = [role.strip() for role in roles if role.strip()]
     if role_list:
         metadata.append(("x-roles", ",".join(role_list)))
+    for key, value in metadata:
+        if not (value.isascii() and value.isprintable()):
+            # Not quoted: the value may be a credential.
+            what = "the token" if key == "authorization" else "a role"
+            raise FaultServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{what} holds characters gRPC metadata cannot carry (only printable ASCII)",
+            )
     return tuple(metadata)
 
 
