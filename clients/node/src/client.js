@@ -1,4 +1,4 @@
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
   createGrpcTransport,
   Http2SessionManager,
@@ -123,7 +123,7 @@ export class FaultClient {
    * @param {FaultCallOptions} [options]
    * @returns {Promise<ListFaultsResponse>}
    */
-  listFaults(instanceId, page = {}, options) {
+  async listFaults(instanceId, page = {}, options) {
     return this.#rpc.listFaults({ instanceId, ...page }, this.#callOptions(options));
   }
 
@@ -175,11 +175,11 @@ export class FaultClient {
   #callOptions({ roles = this.#roles, token = this.#token, ...options } = {}) {
     const headers = new Headers(options.headers);
     if (token) {
-      headers.set("authorization", `Bearer ${token}`);
+      headers.set("authorization", `Bearer ${metadataValue(token, "the token")}`);
     }
     const xRoles = typeof roles === "string" ? roles : (roles ?? []).join(",");
     if (xRoles) {
-      headers.set("x-roles", xRoles);
+      headers.set("x-roles", metadataValue(xRoles, "a role"));
     }
     return { ...options, headers };
   }
@@ -192,6 +192,23 @@ export class FaultClient {
   close() {
     this.#sessions.abort();
   }
+}
+
+/**
+ * `value`, if gRPC metadata can carry it (printable ASCII only).
+ *
+ * @param {string} value
+ * @param {string} what names the value in the error; the value itself may be a credential.
+ * @returns {string}
+ */
+function metadataValue(value, what) {
+  if (!/^[\x20-\x7e]*$/.test(value)) {
+    throw new ConnectError(
+      `${what} holds characters gRPC metadata cannot carry (only printable ASCII)`,
+      Code.InvalidArgument,
+    );
+  }
+  return value;
 }
 
 /**

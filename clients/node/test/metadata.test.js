@@ -102,6 +102,21 @@ test("a call's own deadline ends it, sooner than the client's", async () => {
   assert.ok(waited >= 200 && waited < 2_000, `waited ${waited} ms`);
 });
 
+test("a token or role metadata cannot carry rejects as an invalid argument", async () => {
+  const client = new FaultClient({ target });
+  for (const options of [{ token: "s3cret\n" }, { roles: ["admin\r\nx: y"] }, { roles: "rôle" }]) {
+    await assert.rejects(client.getLatestFault("db-1", options), (error) => {
+      assert.ok(error instanceof ConnectError);
+      assert.equal(error.code, Code.InvalidArgument);
+      assert.match(error.message, /printable ASCII/);
+      assert.doesNotMatch(error.message, /s3cret/);
+      return true;
+    });
+    await assert.rejects(client.listFaults("db-1", {}, options), { code: Code.InvalidArgument });
+  }
+  client.close();
+});
+
 test("a failed call rejects with the gRPC status code", async () => {
   const client = new FaultClient({ target });
   await assert.rejects(client.getLatestFault("forbidden"), {
