@@ -62,6 +62,12 @@ class MalformedRequest(FaultServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class ResponseTooLarge(FaultServiceError):
+    """The answer would not fit the response budget; the message says what to ask instead."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unauthenticated(FaultServiceError):
     """The call carries no valid credentials; the message never quotes what it carried."""
 
@@ -75,6 +81,29 @@ class AlreadyExists(FaultServiceError):
 
 
 class Unavailable(FaultServiceError):
-    """The database does not answer; the caller should retry."""
+    """The database does not answer, or the server sheds load; the caller should retry.
+
+    With `retry_after_seconds`, the status carries a google.rpc.RetryInfo saying
+    how long to wait first.
+    """
 
     code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    def status(self) -> grpc.Status:
+        if self.retry_after_seconds is None:
+            return super().status()
+        retry_info = error_details_pb2.RetryInfo()
+        retry_info.retry_delay.FromNanoseconds(int(self.retry_after_seconds * 1e9))
+        detail = any_pb2.Any()
+        detail.Pack(retry_info)
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(self), details=[detail])
+        )
+
+
+class Overloaded(Unavailable):
+    """Too many calls already wait for the database: turned away at once, before any work."""

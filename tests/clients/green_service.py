@@ -69,7 +69,11 @@ def failing_step(instance_id: str) -> None:
 def run_reporter(target: str, instance_id: str) -> dict[str, Any]:
     ticker = Ticker()
     reporter = SyncFaultReporter(
-        target, source="conductor", host="cond-1", backoff=Backoff(initial=0.05, maximum=0.2)
+        target,
+        source="conductor",
+        host="cond-1",
+        backoff=Backoff(initial=0.05, maximum=0.2),
+        safe_exception_types=[RuntimeError],
     )
     reporter.start()
     fault_ids = [reporter.report(instance_id, "Volume attach failed", "attach timed out")]

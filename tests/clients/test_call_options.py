@@ -86,7 +86,9 @@ async def test_every_method_takes_the_token_and_roles_of_its_call(
     as_admin = {"token": SERVICE_TOKEN, "roles": ["admin"]}
 
     async with connected(kind, server.target) as client:
-        recorded = await client.record_fault(instance, "boom", details=TRACEBACK, **as_admin)
+        recorded = await client.record_fault(
+            instance, "boom", details=TRACEBACK, host="db-7", **as_admin
+        )
         latest = await client.get_latest_fault(instance, **as_admin)
         (batched,) = await client.batch_get_latest_faults([instance], **as_admin)
         page = await client.list_faults(instance, **as_admin)
@@ -95,8 +97,10 @@ async def test_every_method_takes_the_token_and_roles_of_its_call(
         with pytest.raises(FaultServiceError) as without_token:
             await client.get_latest_fault(instance, roles=["admin"])
 
-    for fault in [recorded, latest, batched, *page.faults, *every]:
-        assert (fault.id, fault.details) == (recorded.id, TRACEBACK)
+    for fault in [recorded, latest, *page.faults, *every]:
+        assert (fault.id, fault.details, fault.host) == (recorded.id, TRACEBACK, "db-7")
+    # A batch serves list views: no details, but the admin's host.
+    assert (batched.id, batched.host) == (recorded.id, "db-7")
     assert cleared == 1
     assert without_token.value.code is grpc.StatusCode.UNAUTHENTICATED
 

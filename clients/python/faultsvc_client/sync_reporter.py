@@ -17,10 +17,12 @@ states.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Self
 
 from faultsvc_client.client import DEFAULT_TARGET, TlsConfig
+from faultsvc_client.fault_info import SafeExceptionTypes
 from faultsvc_client.loop_thread import LOOP_GRACE, LoopThread, start_loop_thread
 from faultsvc_client.reporter import (
     DEFAULT_BACKOFF,
@@ -47,6 +49,7 @@ class SyncFaultReporter:
         max_queue_size: int = 1_000,
         backoff: Backoff = DEFAULT_BACKOFF,
         call_timeout: float = 5.0,
+        safe_exception_types: Iterable[str | type[BaseException]] = (),
     ) -> None:
         self._reporter = FaultReporter(
             target,
@@ -57,6 +60,7 @@ class SyncFaultReporter:
             max_queue_size=max_queue_size,
             backoff=backoff,
             call_timeout=call_timeout,
+            safe_exception_types=safe_exception_types,
         )
         self._loop_thread: LoopThread | None = None
 
@@ -76,6 +80,10 @@ class SyncFaultReporter:
     def host(self) -> str:
         return self._reporter.host
 
+    @property
+    def safe_exception_types(self) -> SafeExceptionTypes:
+        return self._reporter.safe_exception_types
+
     def start(self) -> None:
         """Starts the reporter's thread and loop, and delivery on them."""
         if self._loop_thread is not None:
@@ -93,7 +101,13 @@ class SyncFaultReporter:
         return self._loop_thread.run(self._reporter.flush(timeout), timeout=wait)
 
     def close(self, timeout: float | None = 5.0) -> None:
-        """Delivers what it can within `timeout` seconds, then stops the thread."""
+        """Delivers what it can within `timeout` seconds, then stops the thread.
+
+        A reporter never started starts now if faults were reported to it,
+        so that they are delivered too.
+        """
+        if self._loop_thread is None and self._reporter.pending:
+            self.start()
         loop_thread = self._loop_thread
         if loop_thread is None or loop_thread.loop.is_closed():
             return
@@ -112,13 +126,15 @@ class SyncFaultReporter:
         """Queues a fault of the instance; returns its fault_id (None if it could not)."""
         return self._reporter.report(instance_id, message, details, source=source, host=host)
 
-    def report_exception(self, instance_id: str, exc: BaseException) -> str | None:
-        """Queues the exception as a fault: its message, and its traceback as details."""
-        return self._reporter.report_exception(instance_id, exc)
+    def report_exception(
+        self, instance_id: str, exc: BaseException, message: str | None = None
+    ) -> str | None:
+        """Queues the exception as a fault; see `FaultReporter.report_exception`."""
+        return self._reporter.report_exception(instance_id, exc, message)
 
-    def reporting(self, instance_id: str) -> FaultReporting:
+    def reporting(self, instance_id: str, message: str | None = None) -> FaultReporting:
         """A context manager and decorator that reports an escaping exception."""
-        return self._reporter.reporting(instance_id)
+        return self._reporter.reporting(instance_id, message)
 
     def __enter__(self) -> Self:
         self.start()
