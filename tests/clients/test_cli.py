@@ -75,6 +75,7 @@ async def test_show_hides_the_traceback_from_others(
     assert shown.returncode == 0, shown.stderr
     rows = table_rows(shown.stdout)
     assert "fault_details" not in rows
+    assert "host" not in rows, "admin-only: no empty row either"
     assert rows["fault_message"] == ["A guest error occurred"]
     assert rows["fault_date"] == ["2026-05-06T21:30:06"]
     assert "Traceback" not in shown.stdout

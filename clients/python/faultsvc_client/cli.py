@@ -298,15 +298,16 @@ def connection_hint(error: FaultServiceError, tls: TlsConfig | None) -> str:
 
 
 def fault_properties(fault: fault_pb2.Fault) -> dict[str, str]:
-    """The rows `show` prints, inert; fault_details only when the server sent details."""
+    """The rows `show` prints, inert; the admin-only ones only when the server sent them."""
     properties = {
         "fault_date": format_time(fault),
         "fault_message": inert_line(fault.message),
         "fault_id": inert_line(fault.id),
         "instance_id": inert_line(fault.instance_id),
         "source": inert_line(fault.source),
-        "host": inert_line(fault.host),
     }
+    if fault.host:
+        properties["host"] = inert_line(fault.host)
     if fault.details:
         properties["fault_details"] = readable_details(fault.details)
     return properties
