@@ -170,6 +170,36 @@ test("listFaults pages through the history newest first", async () => {
   assert.ok(seenByAnyone.every((fault) => fault.details === ""));
 });
 
+test("every read takes the roles of its call over the client's", async () => {
+  const instanceId = newInstanceId();
+  const recorded = await anonymous.recordFault(
+    { instanceId, message: "Resize failed", details: TRACE, host: "db-7" },
+    { roles: ["admin"] },
+  );
+  const asAdmin = { roles: ["admin"] };
+  /** @type {Fault[]} */
+  const every = [];
+  for await (const fault of anonymous.allFaults(instanceId, {}, asAdmin)) {
+    every.push(fault);
+  }
+  const readByAdmin = [
+    recorded,
+    await anonymous.getLatestFault(instanceId, asAdmin),
+    ...(await anonymous.listFaults(instanceId, {}, asAdmin)).faults,
+    ...every,
+  ];
+  assert.deepEqual(
+    readByAdmin.map((fault) => [fault?.details, fault?.host]),
+    Array(4).fill([TRACE, "db-7"]),
+  );
+  // A batch serves list views: no details, but the admin's host.
+  const [batched] = await anonymous.batchGetLatestFaults([instanceId], asAdmin);
+  assert.equal(batched?.host, "db-7");
+  const readByTenant = await admin.getLatestFault(instanceId, { roles: [] });
+  assert.equal(readByTenant?.details, "");
+  assert.equal((await anonymous.getLatestFault(instanceId))?.details, "");
+});
+
 test("clearFaults clears every fault of the instance and says how many", async () => {
   const instanceId = newInstanceId();
   await recordResizeFailure(instanceId, 60);
