@@ -18,7 +18,12 @@ import pytest
 
 from faultsvc.app import FaultServer
 from faultsvc.config import Settings
-from faultsvc_client import FaultServiceClient, FaultServiceError, SyncFaultServiceClient
+from faultsvc_client import (
+    FaultServiceClient,
+    FaultServiceError,
+    FaultView,
+    SyncFaultServiceClient,
+)
 from tests.clients.processes import frozen
 from tests.support.servers import ServerProcess
 
@@ -103,6 +108,27 @@ async def test_every_method_takes_the_token_and_roles_of_its_call(
     assert (batched.id, batched.host) == (recorded.id, "db-7")
     assert cleared == 1
     assert without_token.value.code is grpc.StatusCode.UNAUTHENTICATED
+
+
+@CLIENT_KINDS
+async def test_every_read_takes_the_view_of_its_call(server: FaultServer, kind: str) -> None:
+    instance = str(uuid.uuid4())
+    as_admin = {"token": SERVICE_TOKEN, "roles": ["admin"]}
+    basic, full = FaultView.FAULT_VIEW_BASIC, FaultView.FAULT_VIEW_FULL
+
+    async with connected(kind, server.target, **as_admin) as client:
+        await client.record_fault(instance, "boom", details=TRACEBACK)
+        details = {
+            view: [
+                (await client.get_latest_fault(instance, view=view)).details,
+                *[f.details for f in await client.batch_get_latest_faults([instance], view=view)],
+                *[f.details for f in (await client.list_faults(instance, view=view)).faults],
+                *[f.details async for f in client.iter_faults(instance, view=view)],
+            ]
+            for view in (basic, full)
+        }
+
+    assert details == {basic: [""] * 4, full: [TRACEBACK] * 4}
 
 
 @CLIENT_KINDS

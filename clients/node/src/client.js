@@ -9,7 +9,7 @@ import { FaultService } from "./gen/faultsvc/v1/fault_service_pb.js";
  * @import { CallOptions } from "@connectrpc/connect"
  * @import { MessageInitShape } from "@bufbuild/protobuf"
  * @import { Fault } from "./gen/faultsvc/v1/fault_pb.js"
- * @import { ListFaultsResponse, RecordFaultRequestSchema } from "./gen/faultsvc/v1/fault_service_pb.js"
+ * @import { FaultView, ListFaultsResponse, RecordFaultRequestSchema } from "./gen/faultsvc/v1/fault_service_pb.js"
  */
 
 /**
@@ -34,6 +34,14 @@ import { FaultService } from "./gen/faultsvc/v1/fault_service_pb.js";
  *   roles?: string | readonly string[],
  *   token?: string,
  * }} FaultCallOptions
+ */
+
+/**
+ * A read's call options and its view (AIP-157): `FaultView.BASIC` leaves
+ * details out, `FaultView.FULL` includes them for admins. Unset, it is the
+ * RPC's default: FULL, except for batchGetLatestFaults (BASIC, for list views).
+ *
+ * @typedef {FaultCallOptions & { view?: FaultView }} FaultReadOptions
  */
 
 /**
@@ -87,12 +95,12 @@ export class FaultClient {
    * `undefined` when it has none.
    *
    * @param {string} instanceId
-   * @param {FaultCallOptions} [options]
+   * @param {FaultReadOptions} [options]
    * @returns {Promise<Fault | undefined>}
    */
-  async getLatestFault(instanceId, options) {
+  async getLatestFault(instanceId, { view, ...options } = {}) {
     const { fault } = await this.#rpc.getLatestFault(
-      { instanceId },
+      { instanceId, view },
       this.#callOptions(options),
     );
     return fault;
@@ -103,12 +111,12 @@ export class FaultClient {
    * instances a call).
    *
    * @param {readonly string[]} instanceIds
-   * @param {FaultCallOptions} [options]
+   * @param {FaultReadOptions} [options]
    * @returns {Promise<Fault[]>}
    */
-  async batchGetLatestFaults(instanceIds, options) {
+  async batchGetLatestFaults(instanceIds, { view, ...options } = {}) {
     const { faults } = await this.#rpc.batchGetLatestFaults(
-      { instanceIds: [...instanceIds] },
+      { instanceIds: [...instanceIds], view },
       this.#callOptions(options),
     );
     return faults;
@@ -117,9 +125,11 @@ export class FaultClient {
   /**
    * One page of an instance's faults, newest first. Pass the returned
    * `nextPageToken` as `pageToken` for the next page; it is empty on the last.
+   * A page holds fewer than `pageSize` faults when more would not fit the
+   * server's response budget.
    *
    * @param {string} instanceId
-   * @param {{ pageSize?: number, pageToken?: string }} [page]
+   * @param {{ pageSize?: number, pageToken?: string, view?: FaultView }} [page]
    * @param {FaultCallOptions} [options]
    * @returns {Promise<ListFaultsResponse>}
    */
@@ -132,16 +142,16 @@ export class FaultClient {
    * (`timeoutMs` is the deadline of each page's call).
    *
    * @param {string} instanceId
-   * @param {{ pageSize?: number }} [page]
+   * @param {{ pageSize?: number, view?: FaultView }} [page]
    * @param {FaultCallOptions} [options]
    * @returns {AsyncGenerator<Fault, void, undefined>}
    */
-  async *allFaults(instanceId, { pageSize } = {}, options) {
+  async *allFaults(instanceId, { pageSize, view } = {}, options) {
     let pageToken = "";
     do {
       const response = await this.listFaults(
         instanceId,
-        { pageSize, pageToken },
+        { pageSize, pageToken, view },
         options,
       );
       yield* response.faults;

@@ -5,6 +5,7 @@ import {
   Code,
   ConnectError,
   FaultClient,
+  FaultView,
   timestampDate,
   timestampFromDate,
 } from "../src/index.js";
@@ -137,6 +138,10 @@ test("batchGetLatestFaults returns the latest fault of each instance that has on
   assert.deepEqual(idsOf(forAdmin).sort(), [firstLatest.id, secondLatest.id].sort());
   // The list view's batch leaves details out unless the FULL view is asked for.
   assert.ok(forAdmin.every((fault) => fault.details === ""));
+  const full = await admin.batchGetLatestFaults([first, second], { view: FaultView.FULL });
+  assert.ok(full.every((fault) => fault.details === TRACE));
+  const basic = await admin.getLatestFault(first, { view: FaultView.BASIC });
+  assert.equal(basic?.details, "");
 
   const forAnyone = await anonymous.batchGetLatestFaults([first, second, faultless]);
   assert.deepEqual(idsOf(forAnyone).sort(), [firstLatest.id, secondLatest.id].sort());

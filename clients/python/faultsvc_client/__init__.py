@@ -8,7 +8,13 @@ without ever blocking or failing it; `faultsvc_client.cli` holds the
 turns oslo.messaging error notifications into faults.
 """
 
-from faultsvc_client.client import CallOptions, FaultServiceClient, RetryPolicy, TlsConfig
+from faultsvc_client.client import (
+    CallOptions,
+    FaultServiceClient,
+    FaultView,
+    RetryPolicy,
+    TlsConfig,
+)
 from faultsvc_client.errors import FaultServiceError, FieldViolation
 from faultsvc_client.reporter import Backoff, FaultReporter, FaultReporting, ReporterStats
 from faultsvc_client.sync_client import SyncFaultServiceClient
@@ -21,6 +27,7 @@ __all__ = [
     "FaultReporting",
     "FaultServiceClient",
     "FaultServiceError",
+    "FaultView",
     "FieldViolation",
     "ReporterStats",
     "RetryPolicy",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Self, TypeAlias, TypedDict, TypeVar, Unpack
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -40,6 +40,13 @@ DEFAULT_TIMEOUT = 10.0
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
+
+
+# How much of each fault a read returns (AIP-157): FaultView.FAULT_VIEW_BASIC
+# leaves details out, FAULT_VIEW_FULL includes them for admins.
+FaultView = fault_service_pb2.FaultView
+View: TypeAlias = fault_service_pb2.FaultView.ValueType
+UNSPECIFIED = fault_service_pb2.FAULT_VIEW_UNSPECIFIED
 
 
 class CallOptions(TypedDict, total=False):
@@ -270,18 +277,27 @@ class FaultServiceClient:
         return response.fault
 
     async def get_latest_fault(
-        self, instance_id: str, **options: Unpack[CallOptions]
+        self, instance_id: str, *, view: View = UNSPECIFIED, **options: Unpack[CallOptions]
     ) -> fault_pb2.Fault | None:
-        """The instance's newest fault, or None when it has none."""
-        request = fault_service_pb2.GetLatestFaultRequest(instance_id=instance_id)
+        """The instance's newest fault, or None when it has none; FULL view unless told."""
+        request = fault_service_pb2.GetLatestFaultRequest(instance_id=instance_id, view=view)
         response = await self._call(self._stub.GetLatestFault, request, options)
         return response.fault if response.HasField("fault") else None
 
     async def batch_get_latest_faults(
-        self, instance_ids: Iterable[str], **options: Unpack[CallOptions]
+        self,
+        instance_ids: Iterable[str],
+        *,
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
     ) -> list[fault_pb2.Fault]:
-        """The latest fault of each given instance that has one (at most 1,000 ids)."""
-        request = fault_service_pb2.BatchGetLatestFaultsRequest(instance_ids=list(instance_ids))
+        """The latest fault of each given instance that has one (at most 1,000 ids).
+
+        BASIC view (no details) unless told: what a list view shows.
+        """
+        request = fault_service_pb2.BatchGetLatestFaultsRequest(
+            instance_ids=list(instance_ids), view=view
+        )
         response = await self._call(self._stub.BatchGetLatestFaults, request, options)
         return list(response.faults)
 
@@ -291,16 +307,26 @@ class FaultServiceClient:
         *,
         page_size: int = 0,
         page_token: str = "",
+        view: View = UNSPECIFIED,
         **options: Unpack[CallOptions],
     ) -> fault_service_pb2.ListFaultsResponse:
-        """One page of the instance's faults, newest first, and the next page's token."""
+        """One page of the instance's faults, newest first, and the next page's token.
+
+        FULL view unless told. A page may hold fewer than `page_size` faults
+        when more would not fit the server's response budget.
+        """
         request = fault_service_pb2.ListFaultsRequest(
-            instance_id=instance_id, page_size=page_size, page_token=page_token
+            instance_id=instance_id, page_size=page_size, page_token=page_token, view=view
         )
         return await self._call(self._stub.ListFaults, request, options)
 
     async def iter_faults(
-        self, instance_id: str, *, page_size: int = 0, **options: Unpack[CallOptions]
+        self,
+        instance_id: str,
+        *,
+        page_size: int = 0,
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
     ) -> AsyncIterator[fault_pb2.Fault]:
         """Every fault of the instance, newest first, fetched a page at a time.
 
@@ -309,7 +335,7 @@ class FaultServiceClient:
         page_token = ""
         while True:
             page = await self.list_faults(
-                instance_id, page_size=page_size, page_token=page_token, **options
+                instance_id, page_size=page_size, page_token=page_token, view=view, **options
             )
             for fault in page.faults:
                 yield fault

@@ -25,10 +25,12 @@ from faultsvc_client.client import (
     DEFAULT_RETRY,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
+    UNSPECIFIED,
     CallOptions,
     FaultServiceClient,
     RetryPolicy,
     TlsConfig,
+    View,
 )
 from faultsvc_client.errors import FaultServiceError
 from faultsvc_client.loop_thread import LOOP_GRACE, LoopThread, start_loop_thread
@@ -120,18 +122,25 @@ class SyncFaultServiceClient:
         return self._run(recording, options)
 
     def get_latest_fault(
-        self, instance_id: str, **options: Unpack[CallOptions]
+        self, instance_id: str, *, view: View = UNSPECIFIED, **options: Unpack[CallOptions]
     ) -> fault_pb2.Fault | None:
-        """The instance's newest fault, or None when it has none."""
-        return self._run(self._client.get_latest_fault(instance_id, **options), options)
+        """The instance's newest fault, or None when it has none; FULL view unless told."""
+        return self._run(self._client.get_latest_fault(instance_id, view=view, **options), options)
 
     def batch_get_latest_faults(
-        self, instance_ids: Iterable[str], **options: Unpack[CallOptions]
+        self,
+        instance_ids: Iterable[str],
+        *,
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
     ) -> list[fault_pb2.Fault]:
-        """The latest fault of each given instance that has one (at most 1,000 ids)."""
+        """The latest fault of each given instance that has one (at most 1,000 ids).
+
+        BASIC view (no details) unless told: what a list view shows.
+        """
         # Listed here: a generator would be run on the loop's thread.
         ids = list(instance_ids)
-        return self._run(self._client.batch_get_latest_faults(ids, **options), options)
+        return self._run(self._client.batch_get_latest_faults(ids, view=view, **options), options)
 
     def list_faults(
         self,
@@ -139,16 +148,22 @@ class SyncFaultServiceClient:
         *,
         page_size: int = 0,
         page_token: str = "",
+        view: View = UNSPECIFIED,
         **options: Unpack[CallOptions],
     ) -> fault_service_pb2.ListFaultsResponse:
         """One page of the instance's faults, newest first, and the next page's token."""
         listing = self._client.list_faults(
-            instance_id, page_size=page_size, page_token=page_token, **options
+            instance_id, page_size=page_size, page_token=page_token, view=view, **options
         )
         return self._run(listing, options)
 
     def iter_faults(
-        self, instance_id: str, *, page_size: int = 0, **options: Unpack[CallOptions]
+        self,
+        instance_id: str,
+        *,
+        page_size: int = 0,
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
     ) -> Iterator[fault_pb2.Fault]:
         """Every fault of the instance, newest first, fetched a page at a time.
 
@@ -157,7 +172,7 @@ class SyncFaultServiceClient:
         page_token = ""
         while True:
             page = self.list_faults(
-                instance_id, page_size=page_size, page_token=page_token, **options
+                instance_id, page_size=page_size, page_token=page_token, view=view, **options
             )
             yield from page.faults
             if not page.next_page_token:
