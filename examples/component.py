@@ -10,33 +10,47 @@ when faultsvc is down: the faults wait in memory until it is back.
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
+import warnings
 
-import oslo_messaging
-from oslo_config import cfg
+# oslo.messaging imports eventlet, which warns at import that it is
+# deprecated; this component does not use it.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
-from faultsvc_client import SyncFaultReporter
+import oslo_messaging  # noqa: E402
+from oslo_config import cfg  # noqa: E402
+
+from faultsvc_client import SyncFaultReporter  # noqa: E402
+
+
+class GuestError(Exception):
+    """An error written for the instance's owner: declared safe to show."""
 
 
 def prepare_guest(instance_id: str) -> None:
-    raise RuntimeError(f"A guest error occurred on {instance_id}")
+    raise GuestError(f"A guest error occurred on {instance_id}")
 
 
 def main(instance_id: str) -> None:
     target = os.environ.get("FAULTSVC_TARGET", "127.0.0.1:50051")
 
     # The notification callback. A real service sets this in its config file
-    # ([oslo_messaging_notifications] driver = messagingv2,faultsvc) and keeps
-    # its own transport URL; the driver reads [faultsvc] target, else
-    # $FAULTSVC_TARGET.
+    #   [oslo_messaging_notifications]
+    #   driver = messagingv2
+    #   driver = faultsvc
+    # and keeps its own transport URL; the driver reads [faultsvc] target,
+    # else $FAULTSVC_TARGET.
     conf = cfg.ConfigOpts()
     conf(args=[], project="example")
     transport = oslo_messaging.get_notification_transport(conf, url="fake:")
     notifier = oslo_messaging.Notifier(transport, "taskmanager.example", driver="faultsvc")
 
-    # The direct call, for errors no notification carries.
-    with SyncFaultReporter(target, source="taskmanager") as reporter:
+    # The direct call, for errors no notification carries. Any exception but
+    # a GuestError is shown by its class name, its text kept for admins.
+    with SyncFaultReporter(
+        target, source="taskmanager", safe_exception_types=[GuestError]
+    ) as reporter:
         notifier.error(
             {},
             "taskmanager.create_instance.error",
@@ -45,10 +59,17 @@ def main(instance_id: str) -> None:
         try:
             with reporter.reporting(instance_id):
                 prepare_guest(instance_id)
-        except RuntimeError:
+        except GuestError:
             pass  # handled as the component always did; the fault is on its way
         reporter.flush(timeout=10)
 
 
+def parse_instance_id() -> str:
+    parser = argparse.ArgumentParser(description="Report two faults of an instance to faultsvc.")
+    parser.add_argument("instance_id", metavar="INSTANCE_ID", help="the instance at fault")
+    instance_id: str = parser.parse_args().instance_id
+    return instance_id
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(parse_instance_id())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import logging
@@ -65,7 +66,7 @@ class FaultServer:
     database: DatabaseEndpoints
     health: DatabaseHealth
     writer: Batcher[NewFault, StoredFault]
-    latest_reader: Batcher[str, StoredFault | None]
+    latest_reader: Batcher[tuple[str, bool], StoredFault | None]
     port: int
     metrics_registry: CollectorRegistry
     # The tracer provider the server made for itself (otlp_endpoint), flushed at stop.
@@ -87,6 +88,24 @@ class FaultServer:
         await self.health.start()
         await self.server.start()
         log.info("faultsvc serving on %s", self.target)
+
+    async def broken(self) -> BaseException:
+        """Returns the error of the first batcher that fails; the server must then be stopped.
+
+        Never returns while both run: a server whose writer died answers every
+        RecordFault UNAVAILABLE, and only a restart brings it back.
+        """
+        stopped = [asyncio.ensure_future(b.stopped()) for b in (self.writer, self.latest_reader)]
+        try:
+            for next_stopped in asyncio.as_completed(stopped):
+                error = await next_stopped
+                if error is not None:
+                    return error
+            await asyncio.Event().wait()  # both were closed: the server is stopping
+            raise AssertionError("unreachable")
+        finally:
+            for task in stopped:
+                task.cancel()
 
     async def stop(self) -> None:
         """Graceful: refuse new calls, let in-flight ones finish, drain writes, close the pool."""
@@ -130,12 +149,25 @@ async def build_server(
         metrics.count_recorded(r.source for r in results if isinstance(r, StoredFault))
         return results
 
-    async def latest_each(instance_ids: Sequence[str]) -> list[StoredFault | None]:
-        latest = await store.latest_for(set(instance_ids))
-        return [latest.get(instance_id) for instance_id in instance_ids]
+    async def latest_each(
+        requests: Sequence[tuple[str, bool]],
+    ) -> list[StoredFault | None]:
+        """The latest fault of each (instance, with details): one query per kind asked for."""
+        latest = {
+            with_details: await store.latest_for(
+                {instance_id for instance_id, details in requests if details == with_details},
+                with_details=with_details,
+            )
+            for with_details in {details for _, details in requests}
+        }
+        return [latest[details].get(instance_id) for instance_id, details in requests]
 
-    writer = _batcher("group-commit", record_batch, WRITE_BATCH_MAX, tracer_provider)
-    latest_reader = _batcher("coalesced-reads", latest_each, READ_BATCH_MAX, tracer_provider)
+    writer = _batcher(
+        "group-commit", record_batch, WRITE_BATCH_MAX, settings.max_waiting_calls, tracer_provider
+    )
+    latest_reader = _batcher(
+        "coalesced-reads", latest_each, READ_BATCH_MAX, settings.max_waiting_calls, tracer_provider
+    )
     for batcher in (writer, latest_reader):
         batcher.on_batch = functools.partial(metrics.observe_batch, batcher.name)
 
@@ -150,6 +182,7 @@ async def build_server(
             RedactionInterceptor(AdminPolicy(settings.admin_roles)),
             DecodingInterceptor(),
         ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             ("grpc.so_reuseport", int(reuse_port)),
@@ -158,7 +191,11 @@ async def build_server(
     )
     fault_service_pb2_grpc.add_FaultServiceServicer_to_server(
         FaultServicer(
-            store, writer, latest_reader, Scrubber(settings.scrub_patterns, settings.scrub_mask)
+            store,
+            writer,
+            latest_reader,
+            Scrubber(settings.scrub_patterns, settings.scrub_mask),
+            settings.max_response_bytes,
         ),
         server,
     )
@@ -210,13 +247,15 @@ def _batcher(
     name: str,
     run_batch: BatchFunction[Item, Result],
     max_batch: int,
+    max_pending: int,
     tracer_provider: TracerProvider | None,
 ) -> Batcher[Item, Result]:
     if tracer_provider is None:
-        return Batcher(name, run_batch, max_batch=max_batch)
+        return Batcher(name, run_batch, max_batch, max_pending=max_pending)
     from faultsvc import tracing
 
-    return tracing.TracedBatcher(tracer_provider.get_tracer(__name__), name, run_batch, max_batch)
+    tracer = tracer_provider.get_tracer(__name__)
+    return tracing.TracedBatcher(tracer, name, run_batch, max_batch, max_pending=max_pending)
 
 
 def connection_options(settings: Settings) -> list[tuple[str, int]]:

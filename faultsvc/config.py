@@ -133,6 +133,20 @@ class Settings(BaseSettings):
         5.0, gt=0, description="connect and statement timeout before a call is UNAVAILABLE"
     )
     max_receive_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_response_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=256 * 1024,
+        le=4 * 1024 * 1024 - 64 * 1024,
+        description="largest response; a list page ends early to fit (gRPC clients take 4 MiB)",
+    )
+    max_concurrent_rpcs: int = Field(
+        2000, ge=1, description="calls handled at once; gRPC answers RESOURCE_EXHAUSTED beyond"
+    )
+    max_waiting_calls: int = Field(
+        2000,
+        ge=1,
+        description="writes (and reads) waiting for the database; UNAVAILABLE at once beyond",
+    )
     keepalive_seconds: float = Field(
         60.0, gt=0, description="ping a client whose connection is quiet this often"
     )

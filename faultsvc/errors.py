@@ -35,13 +35,13 @@ class FaultServiceError(Exception):
     """An error a caller can cause or must know about; carries its gRPC status code.
 
     `reason` is the ErrorInfo reason (AIP-193: UPPER_SNAKE_CASE, stable, for
-    programs). `retry_delay` is the RetryInfo hint in seconds; every
-    UNAVAILABLE carries one.
+    programs). `retry_after_seconds` is the RetryInfo hint; every UNAVAILABLE
+    carries one.
     """
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL_ERROR"
-    retry_delay: float | None = None
+    retry_after_seconds: float | None = None
 
     def details(self) -> Sequence[Message]:
         """The google.rpc details beside ErrorInfo and RetryInfo; none by default."""
@@ -49,7 +49,11 @@ class FaultServiceError(Exception):
 
     def status(self) -> grpc.Status:
         return error_status(
-            self.code, str(self), self.reason, self.details(), retry_delay=self.retry_delay
+            self.code,
+            str(self),
+            self.reason,
+            self.details(),
+            retry_after_seconds=self.retry_after_seconds,
         )
 
 
@@ -59,18 +63,18 @@ def error_status(
     reason: str,
     details: Sequence[Message] = (),
     *,
-    retry_delay: float | None = None,
+    retry_after_seconds: float | None = None,
 ) -> grpc.Status:
     """A status with an ErrorInfo, `details`, and a RetryInfo when it should be retried."""
-    if retry_delay is None and code == grpc.StatusCode.UNAVAILABLE:
-        retry_delay = RETRY_DELAY_SECONDS
+    if retry_after_seconds is None and code == grpc.StatusCode.UNAVAILABLE:
+        retry_after_seconds = RETRY_DELAY_SECONDS
     carried = [
         error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN),
         *details,
     ]
-    if retry_delay is not None:
+    if retry_after_seconds is not None:
         delay = duration_pb2.Duration()
-        delay.FromNanoseconds(round(retry_delay * 1e9))
+        delay.FromNanoseconds(round(retry_after_seconds * 1e9))
         carried.append(error_details_pb2.RetryInfo(retry_delay=delay))
     packed = []
     for detail in carried:
@@ -126,6 +130,13 @@ class MalformedRequest(FaultServiceError):
     reason = "MALFORMED_REQUEST"
 
 
+class ResponseTooLarge(FaultServiceError):
+    """The answer would not fit the response budget; the message says what to ask instead."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESPONSE_TOO_LARGE"
+
+
 class Unauthenticated(FaultServiceError):
     """The call carries no valid credentials; the message never quotes what it carried."""
 
@@ -141,7 +152,21 @@ class AlreadyExists(FaultServiceError):
 
 
 class Unavailable(FaultServiceError):
-    """The database does not answer; the caller should retry."""
+    """The database does not answer, or the server sheds load; the caller should retry.
+
+    The status's google.rpc.RetryInfo says how long to wait first:
+    `retry_after_seconds`, or RETRY_DELAY_SECONDS when not given.
+    """
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "DATABASE_UNAVAILABLE"
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Overloaded(Unavailable):
+    """Too many calls already wait for the database: turned away at once, before any work."""
+
+    reason = "OVERLOADED"

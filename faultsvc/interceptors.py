@@ -1,68 +1,30 @@
 """Server interceptors: error mapping and admin-only redaction, around every RPC.
 
-A grpc.aio interceptor sees the handler, not the response, so each one
-returns a handler whose behaviour wraps the servicer's (all four kinds, so a
-streaming RPC added later is covered too).
+Each one returns a handler whose behaviour wraps the servicer's (see
+`faultsvc.handlers`), for all four kinds, so a streaming RPC added later is
+covered too.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 
 from faultsvc.errors import FaultServiceError, abort_with
+from faultsvc.handlers import Behaviour, Context, Continuation, Handler, Kind, rewrap
 from faultsvc.metrics import Metrics
-from faultsvc.policy.redaction import strip_admin_only
+from faultsvc.policy.redaction import strip_admin_only, strip_admin_only_of_this_call
 from faultsvc.policy.roles import AdminPolicy
 
 log = logging.getLogger(__name__)
 
-Context = grpc.aio.ServicerContext[Any, Any]
 UnaryBehaviour = Callable[[Any, Context], Awaitable[Any]]
 StreamBehaviour = Callable[[Any, Context], AsyncIterator[Any]]
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
-
-
-def rewrap(
-    handler: Handler,
-    unary: Callable[[UnaryBehaviour], UnaryBehaviour],
-    stream: Callable[[StreamBehaviour], StreamBehaviour],
-    writes: Callable[[UnaryBehaviour], UnaryBehaviour],
-) -> Handler:
-    """`handler` with its behaviour wrapped.
-
-    `unary` wraps a behaviour that returns its one response; a streaming
-    behaviour either yields its responses (wrapped by `stream`) or writes them
-    with `context.write` and returns nothing (wrapped by `writes`), as
-    grpc.health.v1's Watch does.
-    """
-    # The stubs type behaviours as the sync API's; on a grpc.aio server they are
-    # coroutine functions and async generators.
-    behaviours: Any = handler
-    serializers: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-
-    def streaming(behaviour: Any) -> Any:
-        return stream(behaviour) if inspect.isasyncgenfunction(behaviour) else writes(behaviour)
-
-    if behaviours.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary(behaviours.unary_unary), **serializers)
-    if behaviours.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary(behaviours.stream_unary), **serializers)
-    if behaviours.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            streaming(behaviours.unary_stream), **serializers
-        )
-    return grpc.stream_stream_rpc_method_handler(streaming(behaviours.stream_stream), **serializers)
 
 
 class BehaviourInterceptor(grpc.aio.ServerInterceptor):
@@ -94,12 +56,16 @@ class BehaviourInterceptor(grpc.aio.ServerInterceptor):
         if wrapped is None:
             method = handler_call_details.method
             wrapped = self._wrapped[handler] = rewrap(
-                handler,
-                lambda behaviour: self.unary(behaviour, method),
-                lambda behaviour: self.stream(behaviour, method),
-                lambda behaviour: self.writes(behaviour, method),
+                handler, lambda behaviour, kind: self._wrap(behaviour, kind, method)
             )
         return wrapped
+
+    def _wrap(self, behaviour: Behaviour, kind: Kind, method: str) -> Behaviour:
+        if not kind.response_streaming:
+            return self.unary(behaviour, method)
+        if kind.yields:
+            return self.stream(behaviour, method)
+        return self.writes(behaviour, method)
 
 
 class ErrorInterceptor(BehaviourInterceptor):
@@ -154,6 +120,7 @@ class RedactionInterceptor(BehaviourInterceptor):
 
     def unary(self, behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
         async def redacted(request: Any, context: Context) -> Any:
+            strip_admin_only_of_this_call()
             response = await behaviour(request, context)
             if response is not None:
                 strip_admin_only(response)
@@ -163,6 +130,7 @@ class RedactionInterceptor(BehaviourInterceptor):
 
     def stream(self, behaviour: StreamBehaviour, method: str) -> StreamBehaviour:
         async def redacted(request: Any, context: Context) -> AsyncIterator[Any]:
+            strip_admin_only_of_this_call()
             async for response in behaviour(request, context):
                 strip_admin_only(response)
                 yield response
@@ -171,6 +139,7 @@ class RedactionInterceptor(BehaviourInterceptor):
 
     def writes(self, behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
         async def redacted(request: Any, context: Context) -> Any:
+            strip_admin_only_of_this_call()
             redacting: Any = _RedactingWrites(context)  # stands in for the context
             return await behaviour(request, redacting)
 

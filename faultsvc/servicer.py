@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from faultsvc import faults, pagination
 from faultsvc.convert import fault_message, naive_utc
-from faultsvc.errors import InvalidArgument
+from faultsvc.errors import InvalidArgument, ResponseTooLarge
 from faultsvc.faults import NewFault, StoredFault
+from faultsvc.policy.redaction import stripping_admin_only
 from faultsvc.policy.scrub import Scrubber
 from faultsvc.storage.batching import Batcher
 from faultsvc.storage.store import Cursor, FaultStore
-from faultsvc.storage.tables import DETAILS_MAX_BYTES, LABEL_MAX_CHARS, MESSAGE_MAX_CHARS
+from faultsvc.storage.tables import DETAILS_MAX_BYTES, LABEL_MAX_CHARS
+from faultsvc.v1 import fault_pb2, fault_service_pb2_grpc
 from faultsvc.v1 import fault_service_pb2 as pb
-from faultsvc.v1 import fault_service_pb2_grpc
 
 MAX_BATCH_IDS = 1000
+DEFAULT_MAX_RESPONSE_BYTES = 2 * 1024 * 1024
+# What a fault costs in a response beyond its own bytes: its tag and length.
+FRAMING_BYTES = 6
+# A larger request is scrubbed on a worker thread, where RE2 matches without
+# the GIL: scrubbing is linear, but megabytes of hostile text take seconds, and
+# the event loop must not wait for them. A smaller one, at most a few
+# milliseconds however hostile (a traceback is a few KB), is scrubbed inline.
+SCRUB_INLINE_MAX_BYTES = 8 * 1024
 
 
 class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
@@ -25,24 +36,36 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
         self,
         store: FaultStore,
         writer: Batcher[NewFault, StoredFault],
-        latest_reader: Batcher[str, StoredFault | None],
+        latest_reader: Batcher[tuple[str, bool], StoredFault | None],
         scrubber: Scrubber | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._store = store
         self._writer = writer
         self._latest_reader = latest_reader
         self._scrubber = scrubber or Scrubber()
+        # One large request scrubbed at a time: threads scrubbing at once would
+        # take turns with the event loop for the GIL, and each would add to its wait.
+        self._large_scrubs = asyncio.Semaphore()
+        self._max_response_bytes = max_response_bytes
 
     async def RecordFault(
         self, request: pb.RecordFaultRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.RecordFaultResponse:
-        stored = await self._writer.submit(new_fault_from(request, self._scrubber))
+        if request.ByteSize() <= SCRUB_INLINE_MAX_BYTES:
+            fault = new_fault_from(request, self._scrubber)
+        else:
+            async with self._large_scrubs:
+                fault = await asyncio.to_thread(new_fault_from, request, self._scrubber)
+        stored = await self._writer.submit(fault)
         return pb.RecordFaultResponse(fault=fault_message(stored))
 
     async def GetLatestFault(
         self, request: pb.GetLatestFaultRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetLatestFaultResponse:
-        latest = await self._latest_reader.submit(faults.check_instance_id(request.instance_id))
+        instance_id = faults.check_instance_id(request.instance_id)
+        with_details = reads_details(request.view, default=pb.FAULT_VIEW_FULL)
+        latest = await self._latest_reader.submit((instance_id, with_details))
         if latest is None:
             return pb.GetLatestFaultResponse()
         return pb.GetLatestFaultResponse(fault=fault_message(latest))
@@ -61,13 +84,20 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
             faults.check_instance_id(instance_id, f"instance_ids[{index}]")
             for index, instance_id in enumerate(request.instance_ids)
         ]
-        latest = await self._store.latest_for(set(instance_ids))
+        with_details = reads_details(request.view, default=pb.FAULT_VIEW_BASIC)
+        latest = await self._store.latest_for(set(instance_ids), with_details=with_details)
         ordered = dict.fromkeys(
             instance_id for instance_id in instance_ids if instance_id in latest
         )
-        return pb.BatchGetLatestFaultsResponse(
-            faults=[fault_message(latest[instance_id]) for instance_id in ordered]
-        )
+        messages = [fault_message(latest[instance_id]) for instance_id in ordered]
+        size = sum(framed_size(message) for message in messages)
+        if size > self._max_response_bytes:
+            raise ResponseTooLarge(
+                f"the {len(messages)} faults come to {size:,} bytes, over the response budget "
+                f"of {self._max_response_bytes:,}: ask for fewer instances at a time"
+                + (", or for the BASIC view" if with_details else "")
+            )
+        return pb.BatchGetLatestFaultsResponse(faults=messages)
 
     async def ListFaults(
         self, request: pb.ListFaultsRequest, context: grpc.aio.ServicerContext[object, object]
@@ -75,18 +105,31 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
         instance_id = faults.check_instance_id(request.instance_id)
         limit = pagination.page_size(request.page_size)
         after = pagination.decode_page_token(request.page_token, instance_id)
+        with_details = reads_details(request.view, default=pb.FAULT_VIEW_FULL)
         # One row more than the page tells whether another page follows.
-        page = await self._store.history(instance_id, limit + 1, after)
+        rows = await self._store.history(instance_id, limit + 1, after, with_details=with_details)
+        page, messages = self._within_budget(rows[:limit])
         next_page_token = ""
-        if len(page) > limit:
-            page = page[:limit]
+        if len(page) < len(rows):
             last = page[-1]
             next_page_token = pagination.encode_page_token(
                 instance_id, Cursor(created=last.created, id=last.id)
             )
-        return pb.ListFaultsResponse(
-            faults=[fault_message(fault) for fault in page], next_page_token=next_page_token
-        )
+        return pb.ListFaultsResponse(faults=messages, next_page_token=next_page_token)
+
+    def _within_budget(
+        self, faults_: list[StoredFault]
+    ) -> tuple[list[StoredFault], list[fault_pb2.Fault]]:
+        """The first faults whose messages fit the response budget together (at least one)."""
+        messages: list[fault_pb2.Fault] = []
+        size = 0
+        for fault in faults_:
+            message = fault_message(fault)
+            size += framed_size(message)
+            if messages and size > self._max_response_bytes:
+                break
+            messages.append(message)
+        return faults_[: len(messages)], messages
 
     async def ClearFaults(
         self, request: pb.ClearFaultsRequest, context: grpc.aio.ServicerContext[object, object]
@@ -95,13 +138,26 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
         return pb.ClearFaultsResponse(cleared_count=cleared)
 
 
+def reads_details(view: pb.FaultView.ValueType, *, default: pb.FaultView.ValueType) -> bool:
+    """Whether a read fetches details: the view asks for them and the caller may see them."""
+    if view not in pb.FaultView.values():
+        raise InvalidArgument.field("view", f"is not a FaultView: {view}")
+    return (view or default) == pb.FAULT_VIEW_FULL and not stripping_admin_only()
+
+
+def framed_size(message: fault_pb2.Fault) -> int:
+    """The bytes a fault takes in a response, as an element of a repeated field."""
+    return message.ByteSize() + FRAMING_BYTES
+
+
 def new_fault_from(request: pb.RecordFaultRequest, scrubber: Scrubber) -> NewFault:
     """The fault a RecordFault request describes: validated, scrubbed of secrets, truncated.
 
-    Scrubbing comes before truncation, so that a cut never leaves half a
-    secret that no pattern recognises.
+    Each text is scrubbed whole, then cut: a cut first could leave half a
+    secret that no pattern recognises, and a mask can pull text from beyond
+    the cut into what is kept.
     """
-    scrub = scrubber.scrub_before_cut
+    scrub = scrubber.scrub
     now = faults.utc_now()
     created = now
     if request.HasField("occur_time"):
@@ -114,10 +170,10 @@ def new_fault_from(request: pb.RecordFaultRequest, scrubber: Scrubber) -> NewFau
     return NewFault(
         id=faults.parse_fault_id(request.fault_id) if caller_made_id else faults.new_fault_id(),
         instance_id=faults.check_instance_id(request.instance_id),
-        message=faults.check_message(scrub(request.message, MESSAGE_MAX_CHARS)),
-        details=faults.truncate_details(scrub(request.details, DETAILS_MAX_BYTES)),
-        source=faults.truncate_chars(scrub(request.source, LABEL_MAX_CHARS), LABEL_MAX_CHARS),
-        host=faults.truncate_chars(scrub(request.host, LABEL_MAX_CHARS), LABEL_MAX_CHARS),
+        message=faults.check_message(scrub(request.message)),
+        details=faults.truncate_details(scrub(request.details), DETAILS_MAX_BYTES),
+        source=faults.truncate_chars(scrub(request.source), LABEL_MAX_CHARS),
+        host=faults.truncate_chars(scrub(request.host), LABEL_MAX_CHARS),
         created=created,
         caller_made_id=caller_made_id,
     )

@@ -48,8 +48,7 @@ def run(settings: Settings) -> int:
     server_credentials(settings)
     with claim_port(parse_address(settings.listen)):
         if settings.workers == 1:
-            run_async(serve(settings, reuse_port=True, metrics=True))
-            return 0
+            return _exit_code_of(serve(settings, reuse_port=True, metrics=True))
         return run_workers(settings)
 
 
@@ -116,6 +115,16 @@ def run_async(coroutine: Coroutine[Any, Any, None]) -> None:
         runner.run(coroutine)
 
 
+def _exit_code_of(serving: Coroutine[Any, Any, None]) -> int:
+    """Serves; 0 once stopped by a signal, 1 when a part of the server failed."""
+    try:
+        run_async(serving)
+    except ServerBroken as error:
+        log.error("%s; stopped", error)
+        return 1
+    return 0
+
+
 async def serve(
     settings: Settings,
     *,
@@ -132,9 +141,19 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in stop_signals:
         loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
+    signalled = asyncio.ensure_future(stopping.wait())
+    broken = asyncio.ensure_future(server.broken())
+    await asyncio.wait([signalled, broken], return_when=asyncio.FIRST_COMPLETED)
+    for waiting in (signalled, broken):
+        waiting.cancel()
     log.info("shutting down; in-flight calls have %.0f s to finish", settings.grace_seconds)
     await server.stop()
+    if not stopping.is_set():
+        raise ServerBroken(f"a part of the server failed: {broken.result()!r}")
+
+
+class ServerBroken(RuntimeError):
+    """A part of the server failed and it stopped; its supervisor should start it again."""
 
 
 def run_workers(settings: Settings) -> int:
@@ -198,7 +217,7 @@ def _worker(settings: Settings, parent_pid: int) -> None:
     # process group, and only the parent's SIGTERM should stop a worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(settings.log_level, settings.log_format)
-    run_async(serve(settings, reuse_port=True, stop_signals=(signal.SIGTERM,)))
+    sys.exit(_exit_code_of(serve(settings, reuse_port=True, stop_signals=(signal.SIGTERM,))))
 
 
 def _die_with_parent(parent_pid: int) -> None:

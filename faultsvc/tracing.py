@@ -44,9 +44,15 @@ class TracedBatcher(Batcher[Item, Result]):
     """A Batcher whose every call is a span, child of the span of the RPC that made it."""
 
     def __init__(
-        self, tracer: Tracer, name: str, run_batch: BatchFunction[Item, Result], max_batch: int
+        self,
+        tracer: Tracer,
+        name: str,
+        run_batch: BatchFunction[Item, Result],
+        max_batch: int,
+        *,
+        max_pending: int,
     ) -> None:
-        super().__init__(name, run_batch, max_batch)
+        super().__init__(name, run_batch, max_batch, max_pending=max_pending)
         self._tracer = tracer
 
     async def submit(self, item: Item) -> Result:

@@ -27,16 +27,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pool
 
 from faultsvc.config import Settings
 from faultsvc.errors import Unauthenticated, abort_with
+from faultsvc.handlers import Continuation, Handler, make_handler, method_descriptor
 from faultsvc.policy.roles import ROLES_METADATA_KEY
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,6 @@ MALFORMED_TOKEN = "malformed authorization metadata: expected one 'Bearer <token
 INVALID_TOKEN = "invalid bearer token"
 
 Metadata = Sequence[tuple[str, str | bytes]] | None
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 
 
 class AuthConfigError(ValueError):
@@ -206,28 +204,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return await continuation(handler_call_details)
 
     def _refusal(self, method: str, error: Unauthenticated) -> Handler | None:
-        kind = _streaming_of(method)
-        if kind is None:  # no such RPC: answered UNIMPLEMENTED, as to anyone
+        rpc = method_descriptor(method)
+        if rpc is None:  # no such RPC: answered UNIMPLEMENTED, as to anyone
             return None
-        key = (*kind, str(error))
+        key = (bool(rpc.client_streaming), bool(rpc.server_streaming), str(error))
         refusal = self._refusals.get(key)
         if refusal is None:
-            refusal = self._refusals[key] = _refusing_handler(*kind, error.status())
+            refusal = self._refusals[key] = _refusing_handler(key[0], key[1], error.status())
         return refusal
 
 
 def _service_of(method: str) -> str:
     """`faultsvc.v1.FaultService` of `/faultsvc.v1.FaultService/RecordFault`."""
     return method.lstrip("/").rpartition("/")[0]
-
-
-def _streaming_of(method: str) -> tuple[bool, bool] | None:
-    """(client streaming, server streaming) of an RPC, from the descriptors."""
-    try:
-        rpc = descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", "."))
-    except KeyError:
-        return None
-    return bool(rpc.client_streaming), bool(rpc.server_streaming)
 
 
 def _with_roles(metadata: Metadata, roles: frozenset[str]) -> tuple[tuple[str, str | bytes], ...]:
@@ -247,23 +236,9 @@ def _refusing_handler(
         await abort_with(context, status)
         yield  # never reached; makes this an async generator, as stream handlers are
 
-    behaviour: Any
-    if server_streaming:
-        behaviour = refuse_stream
-        make = (
-            grpc.stream_stream_rpc_method_handler
-            if client_streaming
-            else grpc.unary_stream_rpc_method_handler
-        )
-    else:
-        behaviour = refuse
-        make = (
-            grpc.stream_unary_rpc_method_handler
-            if client_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-    handler: Handler = make(behaviour)
-    return handler
+    return make_handler(
+        client_streaming, server_streaming, refuse_stream if server_streaming else refuse
+    )
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

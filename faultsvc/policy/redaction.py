@@ -6,6 +6,7 @@ all it takes for it to be stripped from every response, at any depth.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 
@@ -13,6 +14,23 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from faultsvc.v1 import options_pb2
+
+# Set for the calls whose responses are stripped; each call runs in a task of its own.
+_stripping: ContextVar[bool] = ContextVar("stripping_admin_only", default=False)
+
+
+def stripping_admin_only() -> bool:
+    """Whether the current call's responses lose their admin-only fields.
+
+    So that the servicer does not read from the database what would be
+    stripped (details of 64 KB each, for a caller who will never see them).
+    """
+    return _stripping.get()
+
+
+def strip_admin_only_of_this_call() -> None:
+    """Marks the current call as one whose responses are stripped (see stripping_admin_only)."""
+    _stripping.set(True)
 
 
 @dataclass(frozen=True)

@@ -4,157 +4,306 @@ Components report whatever their exceptions say, and exceptions say too much:
 a `ProcessExecutionError` quotes `mysql -u root -pSECRET`, an `OperationalError`
 quotes its connection URL, an HTTP client dumps its `Authorization` header.
 Every fault's message, details, source and host go through a `Scrubber`
-before they are stored, and before they are truncated, so that a cut cannot
-leave half a secret that no pattern recognises any more.
+before they are stored: each text whole, as sent, and only then cut to its
+limit, so that no cut and no window can hide a secret from the patterns.
 
 This is pattern matching, so it is best effort: it masks the forms below, and
-anything that looks like them, and nothing else. The ideas come from
-oslo.utils' `strutils.mask_password` (secret words found anywhere in a key
-name; `key=value`, quoted, JSON, XML and `--option value` forms), with the
-forms Nova and Trove faults are known to have leaked added.
+anything that looks like them, and nothing else. oslo.utils'
+`strutils.mask_password` is the floor: a key name holding any of its secret
+words (`_SANITIZE_KEYS`), in any case, is masked in `key=value`, quoted, JSON,
+escaped JSON, XML, tuple and `--option value` forms; the forms Nova, Trove and
+oslo faults are known to have leaked are added.
 
 A pattern is a regular expression; a match is replaced by the mask, or, when
 the pattern has groups named `secret...`, only those groups are. Operators add
-their own with the `scrub_patterns` setting. The scrubber runs on every
-recorded fault, on text a caller chose, so its cost must not explode: the
-patterns use possessive quantifiers and atomic groups, each default pattern
-runs only when the text holds one of its literal hints, and only as much text
-is scrubbed as can survive the cut that follows.
+their own with the `scrub_patterns` setting. The text is a caller's choice, up
+to the 4 MiB of a request, so every pattern, the operators' included, runs on
+RE2 (google-re2), which matches in time linear in the text whatever the
+pattern. RE2 has no lookaround and no backreferences, so the patterns consume
+a boundary character outside the secret instead of looking behind, spell out
+each quote kind instead of referring back to the opening one, and leave the
+few checks a regular expression cannot make to a predicate on what was found.
 """
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from faultsvc.faults import TRUNCATION_MARKER
+import re2
 
 MASK = "***"
 
-# Words that make a key name secret wherever they appear in it, in any case:
-# password, passwd, passphrase, pwd, secret, token, api_key, access_key,
-# private_key, auth_key, credential(s), cookie, and `pass` as a segment of its
-# own (`admin_pass`, not `bypass`). So `OS_PASSWORD`, `db_password`,
-# `X-Auth-Token` and `aws_secret_access_key` are all secret keys.
-_WORD = (
-    r"(?:pass(?:word|wd|phrase)|pwd|secret|token|(?:api|access|private|auth)[_-]?key"
-    r"|credentials?|cookie|(?<![a-z])pass(?![a-z]))"
+# RE2 would also log every pattern it cannot compile to stderr: the error says it.
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False
+
+# oslo.utils' `strutils._SANITIZE_KEYS`, as listed there: a key holding one of
+# these in any case is secret (`adminPass`, `CHAPPASSWORD`, `cephx_secret`).
+OSLO_SANITIZE_KEYS = (
+    "adminpass",
+    "admin_pass",
+    "password",
+    "admin_password",
+    "auth_token",
+    "new_pass",
+    "auth_password",
+    "secret_uuid",
+    "secret",
+    "sys_pswd",
+    "token",
+    "configdrive",
+    "chappassword",
+    "encrypted_key",
+    "private_key",
+    "fernetkey",
+    "sslkey",
+    "passphrase",
+    "cephclusterfsid",
+    "octaviaheartbeatkey",
+    "rabbitcookie",
+    "cephmanilaclientkey",
+    "pacemakerremoteauthkey",
+    "designaterndckey",
+    "cephadminkey",
+    "heatauthencryptionkey",
+    "cephclientkey",
+    "keystonecredential",
+    "barbicansimplecryptokek",
+    "cephrgwkey",
+    "swifthashsuffix",
+    "migrationsshkey",
+    "cephmdskey",
+    "cephmonkey",
+    "chapsecret",
 )
-_WORD_HINTS = ("pass", "pwd", "secret", "token", "key", "credential", "cookie")
-# A key name holding a secret word, found once per word (atomic): `OS_PASSWORD`.
-_KEY = rf"(?<![\w.-])(?>[\w.-]*?{_WORD})[\w.-]*+"
-_OPTION = rf"(?<![\w-])--?(?>[\w.-]*?{_WORD})[\w.-]*+"
-_SPACE = r"[ \t]*+"
+# More words that make a key secret wherever they are in it, in any case:
+# `db_passwd`, `MYSQL_PWD`, `Set-Cookie`, `X-Amz-Signature`, `ssl_key`, `pskey`.
+_MORE_SECRET_WORDS = (
+    "passwd",
+    "pwd",
+    "credential",
+    "cookie",
+    "signature",
+    "keyring",
+    "(?:api|access|auth|private|encrypted|encryption|fernet|ssl|cephx|ps)[_-]?key",
+)
+_ANYWHERE = "|".join([*OSLO_SANITIZE_KEYS, *_MORE_SECRET_WORDS])
+# Literals, one of which every key holding a secret word contains (lower case).
+_KEY_HINTS = (
+    "pass",
+    "pwd",
+    "pswd",
+    "secret",
+    "token",
+    "key",
+    "kek",
+    "credential",
+    "cookie",
+    "sig",
+    "configdrive",
+    "fsid",
+    "suffix",
+)
 
 
-def _quoted(name: str) -> str:
-    """A quoted string on one line; `secret_<name>` is its inside. Unterminated, to line end."""
-    quote = f"q_{name}"
+def _key(punctuation: str) -> str:
+    """A key name of word characters and `punctuation` that holds a secret word.
+
+    The secret words anywhere (`OS_PASSWORD`, `X-Auth-Token`); `pass` and `sig`
+    only as a segment of their own (`admin_pass`, `temp_url_sig`, not `bypass`
+    or `signal`), in snake or camel case (`adminPass`, `newPass`). The match
+    must start where the name starts: the patterns consume the character
+    before it.
+    """
+    char, non_letter = rf"[\w{punctuation}]", rf"[0-9_{punctuation}]"
     return (
-        rf"(?P<{quote}>[\"'])(?P<secret_{name}>(?:\\.|(?!(?P={quote}))[^\\\n])*+)"
-        rf"(?:(?P={quote})|(?=\n)|\Z)"
+        rf"(?:{char}*(?i:{_ANYWHERE}){char}*"
+        rf"|(?:{char}*{non_letter})?(?i:pass|sig)(?:{non_letter}{char}*)?"
+        rf"|{char}*[a-z](?:Pass|Sig)(?:[A-Z0-9_{punctuation}]{char}*)?)"
     )
 
 
-# An unquoted value ends at white space, a quote, `,`, `;` or `&`.
-_UNQUOTED = r"(?![\"'])(?P<secret_bare>[^\s\"',;&]++)"
+_KEY = _key(".-")
+_BEFORE_KEY = r"(?:^|[^\w.-])"
+_SPACE = r"[ \t]*"
 
 
-@dataclass(frozen=True)
+def _quoted(name: str) -> str:
+    """A string on one line in quotes, plain or backslash-escaped (`\\"x\\"`, JSON in a string).
+
+    `secret_<name>_...` is its inside; unterminated, it runs to the end of the line.
+    """
+    return (
+        rf"(?:\"(?P<secret_{name}_double>(?:\\.|[^\"\\\n])*)\"?"
+        rf"|'(?P<secret_{name}_single>(?:\\.|[^'\\\n])*)'?"
+        rf"|\\+[\"'](?P<secret_{name}_escaped>(?:[^\"'\\\n]|\\+[^\"'\\\n])*)(?:\\+[\"'])?)"
+    )
+
+
 class ScrubPattern:
     """A pattern, and literals (lower case) one of which the text must hold for it to match.
 
-    With `within`, the pattern finds regions (e.g. the lines of a mysql
-    command) and `within` is what is masked inside them.
+    With `region`, the pattern is looked for only inside the regions that
+    `region` finds (e.g. the lines of a mysql command). A found secret is
+    masked only if `accept` takes it.
     """
 
-    regex: re.Pattern[str]
-    hints: tuple[str, ...] = ()
-    within: re.Pattern[str] | None = None
+    def __init__(
+        self,
+        pattern: str,
+        *hints: str,
+        region: str | None = None,
+        accept: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.regex = re2.compile(pattern, _OPTIONS)
+        self.hints = tuple(hint.encode() for hint in hints)
+        self.region = None if region is None else re2.compile(region, _OPTIONS)
+        self.accept = accept
+        self._secrets = sorted(
+            index for name, index in self.regex.groupindex.items() if name.startswith("secret")
+        )
 
-    def apply(self, text: str, masked: Callable[[re.Match[str]], str]) -> str:
-        within = self.within
-        if within is None:
-            return self.regex.sub(masked, text)
-        return self.regex.sub(lambda region: within.sub(masked, region[0]), text)
+    def mask_in(self, text: bytes, mask: bytes) -> bytes:
+        """`text` (UTF-8) with what this pattern finds masked."""
+        # Appended as found rather than joined from a list: freeing a list of a
+        # million pieces would hold the GIL for tens of milliseconds at once.
+        masked, kept = bytearray(), 0
+        for start, end in self._secrets_in(text):
+            masked += text[kept:start]
+            masked += mask
+            kept = end
+        if not kept:
+            return text
+        masked += text[kept:]
+        return bytes(masked)
+
+    def _secrets_in(self, text: bytes) -> Iterator[tuple[int, int]]:
+        """The spans to mask, in order: the secret groups of each match, or whole matches."""
+        if self.region is None:
+            matches = self.regex.finditer(text)
+        else:
+            matches = (
+                match
+                for region in self.region.finditer(text)
+                for match in self.regex.finditer(text, region.start(), region.end())
+            )
+        for match in matches:
+            spans = sorted(match.span(group) for group in self._secrets) or [match.span()]
+            for start, end in spans:
+                if start < end and self._accepts(text[start:end]):
+                    yield start, end
+
+    def _accepts(self, secret: bytes) -> bool:
+        return self.accept is None or self.accept(secret.decode(errors="replace"))
 
 
-def _pattern(
-    regex: str, *hints: str, flags: int = re.IGNORECASE, within: str | None = None
-) -> ScrubPattern:
-    return ScrubPattern(
-        re.compile(regex, flags), hints, None if within is None else re.compile(within)
+def _not_mysql_saying_whether(value: str) -> bool:
+    """MySQL's own `(using password: YES)` says whether a password was used: no secret."""
+    return value not in ("YES)", "NO)")
+
+
+def _looks_like_a_token(value: str) -> bool:
+    """A bearer token, not a word: `Bearer authentication failed` keeps its words."""
+    return len(value) >= 20 or any(character.isdigit() for character in value)
+
+
+def _looks_like_an_aws_secret_key(value: str) -> bool:
+    """40 characters of base64 mixing cases and digits (a SHA-1 in hex has one case)."""
+    return (
+        len(value) == 40
+        and "=" not in value
+        and any(character.islower() for character in value)
+        and any(character.isupper() for character in value)
+        and any(character.isdigit() for character in value)
     )
 
 
 DEFAULT_PATTERNS: tuple[ScrubPattern, ...] = (
     # -----BEGIN RSA PRIVATE KEY----- ... -----END RSA PRIVATE KEY-----, or to
     # the end of the text when the block was cut.
-    _pattern(
-        r"-----BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----"
-        r"(?P<secret>.*?)(?:-----END (?P=kind)-----|\Z)",
+    ScrubPattern(
+        r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?P<secret>.*?)"
+        r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|$)",
         "private key",
-        flags=re.DOTALL,
     ),
     # mysql+aiomysql://user:PASSWORD@host/db (the password may hold '@', not '/',
-    # which a URL must encode).
-    _pattern(
-        r"\b[a-z][a-z0-9+.-]*+://[^\s:/@'\"]*+:(?P<secret>[^\s'\"/]+?)"
-        r"(?=@[^\s'\"@/]*+(?:[\s'\"/?#]|\Z))",
+    # which a URL must encode: the last '@' ends it).
+    ScrubPattern(
+        r"(?i)\b[a-z][a-z0-9+.-]*://[^\s:/@'\"]*:(?P<secret>[^\s'\"/]+)@",
         "://",
     ),
-    # Authorization: Bearer TOKEN, 'Authorization': 'Basic B64', Proxy-Authorization.
-    _pattern(
-        rf"\b(?:proxy-)?authori[sz]ation[\"']?{_SPACE}[:=]{_SPACE}(?:[ub]?[\"'])?"
-        r"(?:(?:bearer|basic|digest|negotiate|token|apikey|oauth|aws4-hmac-sha256)[ \t]++)?"
-        r"(?P<secret>[^\s'\",]++)",
+    # Authorization: Bearer TOKEN, 'Authorization': 'Basic B64', Proxy-Authorization,
+    # \"Authorization\": \"Bearer TOKEN\".
+    ScrubPattern(
+        rf"(?i)\b(?:proxy-)?authori[sz]ation\\*[\"']?{_SPACE}[:=]{_SPACE}(?:[ub]?\\*[\"'])?"
+        r"(?:(?:bearer|basic|digest|negotiate|token|apikey|oauth|aws4-hmac-sha256)[ \t]+)?"
+        r"(?P<secret>[^\s'\",\\]+)",
         "authori",
     ),
-    # AWS access key ids: long-term (AKIA) and temporary (ASIA).
-    _pattern(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "akia", "asia", flags=0),
-    # SQL: IDENTIFIED BY 'x', PASSWORD('x'), SET PASSWORD ... = 'x'.
-    _pattern(
-        rf"\bIDENTIFIED{_SPACE}(?:WITH{_SPACE}\w++{_SPACE})?(?:BY|AS){_SPACE}"
-        rf"(?:PASSWORD{_SPACE})?{_quoted('sql')}",
-        "identified",
+    # A bearer token anywhere: "sent Bearer eyJhbGciOi...".
+    ScrubPattern(
+        r"(?i)\bbearer[ \t]+(?P<secret>[a-z0-9._~+/-]+=*)",
+        "bearer",
+        accept=_looks_like_a_token,
     ),
-    _pattern(rf"\bPASSWORD{_SPACE}\({_SPACE}{_quoted('sql')}", "password"),
-    _pattern(rf"\bSET{_SPACE}PASSWORD\b[^\n=]{{0,200}}={_SPACE}{_quoted('sql')}", "password"),
-    # On a mysql/mariadb command line: -pSECRET (glued to -p; -P is the port),
-    # and `mysqladmin -u root password NEW`.
-    _pattern(
-        r"(?im)^[^\n]*?\b(?:mysql|mariadb)[^\n]*+",
+    # AWS access key ids: long-term (AKIA) and temporary (ASIA).
+    ScrubPattern(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "akia", "asia"),
+    # SQL: IDENTIFIED BY 'x', PASSWORD('x'), SET PASSWORD ... = 'x'.
+    ScrubPattern(
+        r"(?i)\bIDENTIFIED\s*(?:WITH\s*\w+\s*)?(?:BY|AS)\s*(?:PASSWORD\s*)?"
+        rf"{_quoted('by')}|\bPASSWORD\s*\(\s*{_quoted('function')}"
+        rf"|\bSET\s*PASSWORD\b[^\n=]*=\s*{_quoted('set')}",
+        "identified",
+        "password",
+    ),
+    # On a mysql/mariadb command line: -pSECRET, -p'SECRET', -p"SECRET" (glued to
+    # -p; -P is the port), and `mysqladmin -u root password NEW`.
+    ScrubPattern(
+        r"(?m)(?:^|[\s\"])-p'(?P<secret_single>[^'\n]*)'?"
+        r"|(?:^|[\s'])-p\"(?P<secret_double>[^\"\n]*)\"?"
+        r"|(?:^|[\s'\"])-p(?P<secret_glued>[^\s'\"]+)"
+        r"|(?i:\bpassword)[ \t,'\"]+(?P<secret_argument>[^\s'\",\]]+)",
         "mysql",
         "mariadb",
-        within=r"(?<=[\s'\"])-p(?P<secret_glued>[^\s'\"]++)"
-        r"|(?i:\bpassword)[ \t,'\"]++(?P<secret_argument>[^\s'\",\]]++)",
+        region=r"(?im)^[^\n]*\b(?:mysql|mariadb)[^\n]*",
     ),
-    # ['cmd', '--password', 'x'], as an argument list is printed; and --password x.
-    _pattern(rf"[\"']{_OPTION}[\"']{_SPACE},{_SPACE}[ub]?{_quoted('arg')}", *_WORD_HINTS),
-    _pattern(rf"{_OPTION}[ \t]++(?P<secret>(?![-\"'])[^\s\"']++)", *_WORD_HINTS),
-    # <password>x</password>
-    _pattern(rf"<(?P<tag>(?>[\w:.-]*?{_WORD})[\w:.-]*+)>(?P<secret>[^<]*+)</(?P=tag)>", "<"),
-    # password='x', "password": "x", 'password' => 'x', api_key = u'x', password=x,
-    # PASSWORD: x (not MySQL's own "(using password: YES)"), and password 'x'.
-    _pattern(
-        rf"{_KEY}(?:[\"']?{_SPACE}(?:=>|=|:){_SPACE}(?:[rub]?{_quoted('value')}"
-        rf"|(?!(?:YES|NO)\)){_UNQUOTED})|[ \t]++{_quoted('spaced')})",
-        *_WORD_HINTS,
+    # ['cmd', '--password', 'x'], as an argument list is printed, and
+    # ('password', 'x'), as a tuple is.
+    ScrubPattern(
+        rf"(?:[\"']--?|\({_SPACE}[ub]?[\"']){_KEY}[\"']{_SPACE},{_SPACE}[ub]?{_quoted('item')}",
+        *_KEY_HINTS,
     ),
-    # AWS secret access keys: 40 characters of base64 mixing cases and digits
-    # (a SHA-1 in hex is 40 characters too, but of one case). Looked for only
-    # in text that speaks of AWS: this shape is the costliest to search for,
-    # a third of scrubbing a traceback, and a secret key given as a value
+    # --password x
+    ScrubPattern(
+        rf"{_BEFORE_KEY}-{_KEY}[ \t]+(?P<secret>[^-\s\"'][^\s\"']*)",
+        *_KEY_HINTS,
+    ),
+    # <password>x</password>, <adminPass>x</adminPass>, <ns:password><![CDATA[x]]></ns:password>
+    ScrubPattern(
+        rf"(?s)<{_key(':.-')}(?:\s[^<>]*)?>"
+        r"(?:<!\[CDATA\[(?P<secret_cdata>.*?)\]\]>|(?P<secret_text>[^<]*))</",
+        *_KEY_HINTS,
+    ),
+    # password='x', "password": "x", {\"password\": \"x\"}, 'password' => 'x',
+    # api_key = u'x', password=x, PASSWORD: x, passwords: ['x', 'y'], and
+    # password 'x'. A value that opens a mapping is left to the keys inside it.
+    ScrubPattern(
+        rf"{_BEFORE_KEY}{_KEY}"
+        rf"(?:\\*[\"']?{_SPACE}(?:=>|=|:){_SPACE}(?:[rub]?{_quoted('value')}"
+        r"|\[(?P<secret_list>[^\]\n]*)\]?|(?P<secret_bare>[^\s\"',;&{\[][^\s\"',;&]*))"
+        rf"|[ \t]+{_quoted('spaced')})",
+        *_KEY_HINTS,
+        accept=_not_mysql_saying_whether,
+    ),
+    # AWS secret access keys: 40 characters of base64 mixing cases and digits.
+    # Looked for only in text that speaks of AWS: a secret key given as a value
     # (aws_secret_access_key=...) is masked by the key=value pattern anyway.
-    _pattern(
-        r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[a-z])(?=[A-Za-z0-9/+]{0,39}[A-Z])"
-        r"(?=[A-Za-z0-9/+]{0,39}[0-9])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
+    ScrubPattern(
+        r"(?:^|[^A-Za-z0-9/+=])(?P<secret>[A-Za-z0-9/+=]{40,})",
         "aws",
         "akia",
         "asia",
-        flags=0,
+        accept=_looks_like_an_aws_secret_key,
     ),
 )
 
@@ -165,59 +314,35 @@ class Scrubber:
     def __init__(self, extra_patterns: Iterable[str] = (), mask: str = MASK) -> None:
         self.patterns: Sequence[ScrubPattern] = (
             *DEFAULT_PATTERNS,
-            *(ScrubPattern(re.compile(pattern)) for pattern in extra_patterns),
+            *(ScrubPattern(pattern) for pattern in extra_patterns),
         )
         self.mask = mask
+        self._hints = frozenset(hint for pattern in self.patterns for hint in pattern.hints)
 
     def scrub(self, text: str) -> str:
         """`text` with every credential the patterns recognise replaced by the mask."""
-        lowered = text.lower()
-
-        @functools.cache  # several patterns share their hints
-        def may_match(hints: tuple[str, ...]) -> bool:
-            return not hints or any(hint in lowered for hint in hints)
-
+        # RE2 matches UTF-8: on bytes, match offsets need no translation.
+        encoded, mask = text.encode(errors="surrogatepass"), self.mask.encode()
+        lowered = encoded.lower()
+        present = {hint for hint in self._hints if hint in lowered}
         for pattern in self.patterns:
-            if may_match(pattern.hints):
-                text = pattern.apply(text, self._masked)
-        return text
-
-    def scrub_before_cut(self, text: str, limit: int) -> str:
-        """`text` scrubbed, ready to be cut at `limit` characters or bytes.
-
-        Only the first 2 x `limit` characters are scrubbed: what lies beyond
-        is cut anyway, and the cost must not grow with what a caller sends.
-        The margin keeps a secret that straddles the cut whole, so it is
-        recognised. When masks shrink the kept part below the limit, it ends
-        with the truncation marker, so that the cut stays visible.
-        """
-        window = 2 * limit
-        if len(text) <= window:
-            return self.scrub(text)
-        return self.scrub(text[:window]) + TRUNCATION_MARKER
-
-    def _masked(self, match: re.Match[str]) -> str:
-        secrets = [name for name in match.re.groupindex if name.startswith("secret")]
-        if not secrets:
-            return self.mask
-        whole, offset = match[0], match.start()
-        spans = sorted(match.span(name) for name in secrets if match.start(name) < match.end(name))
-        pieces, kept = [], 0
-        for start, end in spans:
-            pieces += [whole[kept : start - offset], self.mask]
-            kept = end - offset
-        return "".join([*pieces, whole[kept:]])
+            if not pattern.hints or not present.isdisjoint(pattern.hints):
+                encoded = pattern.mask_in(encoded, mask)
+        return encoded.decode(errors="surrogatepass")
 
 
 def check_patterns(patterns: Iterable[str]) -> list[str]:
-    """The patterns, each checked to compile; the error names the first that does not."""
+    """The patterns, each checked to compile on RE2; the error names the first that does not."""
     checked = []
     for number, pattern in enumerate(patterns, 1):
         try:
-            re.compile(pattern)
-        except re.error as error:
+            re2.compile(pattern, _OPTIONS)
+        except re2.error as error:
+            reason = error.args[0].decode() if error.args else "cannot compile"
             raise ValueError(
-                f"scrub pattern {number} is not a regular expression: {error}"
+                f"scrub pattern {number} ({pattern!r}) is not a regular expression RE2 accepts"
+                f" (no lookaround, backreferences, possessive quantifiers or atomic groups):"
+                f" {reason}"
             ) from None
         checked.append(pattern)
     return checked

@@ -18,8 +18,11 @@ log = logging.getLogger(__name__)
 class DatabaseEndpoints:
     """One engine per endpoint, in order of preference, and the one in use now.
 
-    Transactions run on `current`. One that finds it down calls `failed`,
-    which moves on to the next endpoint at once. `probe` pings every endpoint
+    Transactions run on `current`. One whose connection fails calls `failed`,
+    which moves on to the next endpoint at once; one that got no answer in
+    time calls `suspect`, which moves on only if a ping gets no answer
+    either, so that a lock wait does not move writes between the nodes of a
+    Galera cluster (and into certification conflicts). `probe` pings every endpoint
     and goes back to the most preferred one that answers, so the first
     endpoint is used again once it has returned.
     """
@@ -30,6 +33,7 @@ class DatabaseEndpoints:
         self.engines = tuple(engines)
         self.timeout_seconds = timeout_seconds
         self._current = 0
+        self._suspicion: asyncio.Task[None] | None = None
 
     @classmethod
     def connect(
@@ -53,6 +57,19 @@ class DatabaseEndpoints:
         """
         if len(self.engines) > 1 and engine is self.current:
             self._switch_to((self._current + 1) % len(self.engines), back=False)
+
+    def suspect(self, engine: AsyncEngine) -> None:
+        """Pings `engine` in the background; `failed` if it does not answer either."""
+        if len(self.engines) == 1 or engine is not self.current:
+            return
+        if self._suspicion is None or self._suspicion.done():
+            self._suspicion = asyncio.create_task(self._check(engine), name="endpoint-check")
+
+    async def _check(self, engine: AsyncEngine) -> None:
+        error = await self._ping(engine)
+        if error is not None:
+            log.warning("database endpoint %s: %s", describe(engine), error)
+            self.failed(engine)
 
     async def probe(self) -> None:
         """Uses the most preferred endpoint that answers; Unavailable when none does.
@@ -82,6 +99,9 @@ class DatabaseEndpoints:
         return self.current
 
     async def dispose(self) -> None:
+        if self._suspicion is not None:
+            self._suspicion.cancel()
+            await asyncio.gather(self._suspicion, return_exceptions=True)
         await asyncio.gather(*(engine.dispose() for engine in self.engines))
 
     async def _ping(self, engine: AsyncEngine) -> str | None:

@@ -47,13 +47,18 @@ class Failure(enum.Enum):
     """What a failed transaction says about the database."""
 
     CONFLICT = "conflict"  # rolled back by another transaction: run it again
-    ENDPOINT_DOWN = "endpoint down"  # this endpoint does not answer: try the next one
+    ENDPOINT_DOWN = "endpoint down"  # the connection failed: try the next endpoint
+    # No answer within the timeout: the endpoint may be gone, or only busy (a
+    # lock wait, a long statement); a ping on a new connection tells which.
+    NO_ANSWER = "no answer"
     OTHER = "other"  # a bug or a bad request: retrying would fail the same way
 
 
 def classify(error: BaseException) -> Failure:
     """The kind of `error`, raised while running a transaction."""
-    if isinstance(error, TimeoutError | ConnectionError):
+    if isinstance(error, TimeoutError):
+        return Failure.NO_ANSWER
+    if isinstance(error, ConnectionError):
         return Failure.ENDPOINT_DOWN
     if not isinstance(error, exc.DBAPIError):
         return Failure.OTHER

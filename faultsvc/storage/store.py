@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -39,6 +39,11 @@ FAULT_COLUMNS = (
     faults.c.created,
     faults.c.updated,
 )
+# The same, with details left in the database: an empty string in their place.
+BASIC_COLUMNS = tuple(
+    sa.literal("", sa.Text).label("details") if column is faults.c.details else column
+    for column in FAULT_COLUMNS
+)
 LIVE = faults.c.deleted == sa.false()
 
 # The statements are built once: SQLAlchemy then compiles each once per dialect
@@ -51,26 +56,38 @@ _NEWEST = (
     .group_by(faults.c.instance_id)
     .subquery("newest")
 )
-LATEST_FAULTS = sa.select(*FAULT_COLUMNS).join(
-    _NEWEST,
-    sa.and_(
-        faults.c.instance_id == _NEWEST.c.instance_id,
-        faults.c.created == _NEWEST.c.created,
-        LIVE,
-    ),
-)
-HISTORY_FIRST_PAGE = (
-    sa.select(*FAULT_COLUMNS)
-    .where(faults.c.instance_id == sa.bindparam("instance_id"), LIVE)
-    .order_by(faults.c.created.desc(), faults.c.id.desc())
-    .limit(sa.bindparam("limit", type_=sa.Integer))
-)
-HISTORY_NEXT_PAGE = HISTORY_FIRST_PAGE.where(
-    sa.or_(
-        faults.c.created < sa.bindparam("created"),
-        sa.and_(faults.c.created == sa.bindparam("created"), faults.c.id < sa.bindparam("id")),
+
+
+def _latest_faults(columns: Sequence[sa.ColumnElement[Any]]) -> sa.Select[Any]:
+    return sa.select(*columns).join(
+        _NEWEST,
+        sa.and_(
+            faults.c.instance_id == _NEWEST.c.instance_id,
+            faults.c.created == _NEWEST.c.created,
+            LIVE,
+        ),
     )
-)
+
+
+def _history_pages(columns: Sequence[sa.ColumnElement[Any]]) -> tuple[sa.Select[Any], ...]:
+    first_page = (
+        sa.select(*columns)
+        .where(faults.c.instance_id == sa.bindparam("instance_id"), LIVE)
+        .order_by(faults.c.created.desc(), faults.c.id.desc())
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    next_page = first_page.where(
+        sa.or_(
+            faults.c.created < sa.bindparam("created"),
+            sa.and_(faults.c.created == sa.bindparam("created"), faults.c.id < sa.bindparam("id")),
+        )
+    )
+    return first_page, next_page
+
+
+# Keyed by whether details are read.
+LATEST_FAULTS = {True: _latest_faults(FAULT_COLUMNS), False: _latest_faults(BASIC_COLUMNS)}
+HISTORY_PAGES = {True: _history_pages(FAULT_COLUMNS), False: _history_pages(BASIC_COLUMNS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +113,9 @@ class FaultStore:
         database timeout for all attempts together; then the call is
         Unavailable. A conflict (a deadlock, a Galera certification conflict,
         a lock wait timeout, a duplicate key) rolled the transaction back: it
-        runs again. An endpoint that does not answer is left for the next one.
+        runs again. An endpoint whose connection fails is left for the next
+        one; one that is only slow (a lock, a long statement) is pinged, and
+        left only if the ping gets no answer either.
         A connection lost during COMMIT leaves the outcome unknown: the work
         runs again only if `rerun_after_lost_commit`, and must then allow for
         its earlier attempt having been committed (it is told the attempt).
@@ -123,7 +142,12 @@ class FaultStore:
                     raise
                 if failure is Failure.ENDPOINT_DOWN:
                     self._database.failed(engine)
-                outcome_unknown = committing and failure is Failure.ENDPOINT_DOWN
+                elif failure is Failure.NO_ANSWER:
+                    self._database.suspect(engine)
+                outcome_unknown = committing and failure in (
+                    Failure.ENDPOINT_DOWN,
+                    Failure.NO_ANSWER,
+                )
                 pause = backoff_seconds(attempt)
                 if (
                     attempt == MAX_ATTEMPTS
@@ -194,8 +218,12 @@ class FaultStore:
         result = await connection.execute(FAULTS_BY_ID, {"ids": list(ids)})
         return {row.id: StoredFault(*row) for row in result}
 
-    async def latest_for(self, instance_ids: Collection[str]) -> dict[str, StoredFault]:
+    async def latest_for(
+        self, instance_ids: Collection[str], *, with_details: bool = True
+    ) -> dict[str, StoredFault]:
         """The newest live fault of each instance that has one, in one query.
+
+        Without details, they stay in the database and the faults hold "".
 
         The inner query finds each instance's newest date from the index
         (instance_id, deleted, created) alone; the join fetches those rows. Two
@@ -208,7 +236,7 @@ class FaultStore:
 
         async def read(connection: AsyncConnection, _attempt: int) -> dict[str, StoredFault]:
             latest: dict[str, StoredFault] = {}
-            for row in await connection.execute(LATEST_FAULTS, parameters):
+            for row in await connection.execute(LATEST_FAULTS[with_details], parameters):
                 fault = StoredFault(*row)
                 current = latest.get(fault.instance_id)
                 if current is None or fault.id > current.id:
@@ -218,10 +246,16 @@ class FaultStore:
         return await self._run(read)
 
     async def history(
-        self, instance_id: str, limit: int, after: Cursor | None = None
+        self,
+        instance_id: str,
+        limit: int,
+        after: Cursor | None = None,
+        *,
+        with_details: bool = True,
     ) -> list[StoredFault]:
         """Up to `limit` live faults of an instance, newest first, after `after` if given."""
-        query = HISTORY_FIRST_PAGE if after is None else HISTORY_NEXT_PAGE
+        first_page, next_page = HISTORY_PAGES[with_details]
+        query = first_page if after is None else next_page
         parameters: dict[str, object] = {"instance_id": instance_id, "limit": limit}
         if after is not None:
             parameters |= {"created": after.created, "id": after.id}

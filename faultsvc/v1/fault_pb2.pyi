@@ -50,7 +50,9 @@ class Fault(_message.Message):
     source: _builtins.str
     """The component that reported the fault, e.g. `taskmanager` or `guestagent`."""
     host: _builtins.str
-    """The host the reporting component runs on."""
+    """The host the reporting component runs on. Only admins receive it: the
+    instance's owner does not learn the infrastructure.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the error happened (the fault's date)."""

@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _FaultView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FaultViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FaultView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAULT_VIEW_UNSPECIFIED: _FaultView.ValueType  # 0
+    """The RPC's default: FULL, except for BatchGetLatestFaults (BASIC)."""
+    FAULT_VIEW_BASIC: _FaultView.ValueType  # 1
+    """Every field but `details`, which is not even read from the database."""
+    FAULT_VIEW_FULL: _FaultView.ValueType  # 2
+    """Every field the caller may see: `details` for admins. For callers that
+    are not admins it is the same as BASIC.
+    """
+
+class FaultView(_FaultView, metaclass=_FaultViewEnumTypeWrapper):
+    """How much of each fault a read returns (AIP-157)."""
+
+FAULT_VIEW_UNSPECIFIED: FaultView.ValueType  # 0
+"""The RPC's default: FULL, except for BatchGetLatestFaults (BASIC)."""
+FAULT_VIEW_BASIC: FaultView.ValueType  # 1
+"""Every field but `details`, which is not even read from the database."""
+FAULT_VIEW_FULL: FaultView.ValueType  # 2
+"""Every field the caller may see: `details` for admins. For callers that
+are not admins it is the same as BASIC.
+"""
+Global___FaultView: _TypeAlias = FaultView  # noqa: Y015
 
 @_typing.final
 class RecordFaultRequest(_message.Message):
@@ -111,16 +140,20 @@ class GetLatestFaultRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """Required. The instance whose latest fault is wanted."""
+    view: Global___FaultView.ValueType
+    """How much of the fault to return; FULL when unspecified."""
     def __init__(
         self,
         *,
         instance_id: _builtins.str = ...,
+        view: Global___FaultView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -157,6 +190,12 @@ class BatchGetLatestFaultsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    view: Global___FaultView.ValueType
+    """How much of each fault to return; BASIC when unspecified, as a list view
+    needs. With FULL, a response over the server's response budget is
+    RESOURCE_EXHAUSTED: ask for fewer instances at a time.
+    """
     @_builtins.property
     def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Required. The instances whose latest faults are wanted, at most 1,000."""
@@ -165,10 +204,11 @@ class BatchGetLatestFaultsRequest(_message.Message):
         self,
         *,
         instance_ids: _abc.Iterable[_builtins.str] | None = ...,
+        view: Global___FaultView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_ids", b"instance_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_ids", b"instance_ids", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -207,6 +247,7 @@ class ListFaultsRequest(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """Required. The instance whose faults are listed."""
     page_size: _builtins.int
@@ -217,16 +258,19 @@ class ListFaultsRequest(_message.Message):
     """The `next_page_token` of a previous call with the same `instance_id`,
     for the page after it.
     """
+    view: Global___FaultView.ValueType
+    """How much of each fault to return; FULL when unspecified."""
     def __init__(
         self,
         *,
         instance_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        view: Global___FaultView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "page_size", b"page_size", "page_token", b"page_token", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -244,7 +288,9 @@ class ListFaultsResponse(_message.Message):
     """Pass as `page_token` to get the next page; empty on the last page."""
     @_builtins.property
     def faults(self) -> _containers.RepeatedCompositeFieldContainer[_fault_pb2.Fault]:
-        """The faults of the page, newest first."""
+        """The faults of the page, newest first. A page holds fewer than
+        `page_size` faults when more would not fit the server's response budget.
+        """
 
     def __init__(
         self,

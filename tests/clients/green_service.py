@@ -1,7 +1,8 @@
-"""A service under eventlet's monkey patching that reports faults, run as its own process.
+"""A service under eventlet's monkey patching that reports or reads faults, run as its own process.
 
     python tests/clients/green_service.py reporter TARGET INSTANCE_ID
     python tests/clients/green_service.py notifier CONFIG_FILE INSTANCE_ID
+    python tests/clients/green_service.py reader TARGET INSTANCE_ID
 
 It patches first, as OpenStack services do, then keeps a green thread
 ticking while it reports faults through `SyncFaultReporter` (`reporter`) or
@@ -12,6 +13,12 @@ and the driver delivers at exit. Last it prints, as JSON, what it saw: how
 long it waited for delivery, and the longest the ticking green thread was
 held up meanwhile (a green thread blocked in a wait would hold it up for all
 of that wait).
+
+The `reader` reads the instance's latest fault through one
+`SyncFaultServiceClient` from many green threads at once, as an API under
+eventlet serves its requests, half of them as an admin; it prints the
+details each kind of caller saw, how many calls were waiting at once at
+most, and the longest the ticking green thread was held up.
 """
 
 import eventlet  # type: ignore[import-untyped]
@@ -29,9 +36,11 @@ import oslo_messaging  # type: ignore[import-untyped]  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 from oslo_log import log  # noqa: E402
 
-from faultsvc_client import Backoff, SyncFaultReporter  # noqa: E402
+from faultsvc_client import Backoff, SyncFaultReporter, SyncFaultServiceClient  # noqa: E402
 
 TICK = 0.001
+GREEN_READERS = 50
+READS = 500
 DELIVERY_TIMEOUT = 30.0
 # A service that hangs says where, and ends before the test gives up on it.
 HANG_TIMEOUT = 50.0
@@ -60,7 +69,11 @@ def failing_step(instance_id: str) -> None:
 def run_reporter(target: str, instance_id: str) -> dict[str, Any]:
     ticker = Ticker()
     reporter = SyncFaultReporter(
-        target, source="conductor", host="cond-1", backoff=Backoff(initial=0.05, maximum=0.2)
+        target,
+        source="conductor",
+        host="cond-1",
+        backoff=Backoff(initial=0.05, maximum=0.2),
+        safe_exception_types=[RuntimeError],
     )
     reporter.start()
     fault_ids = [reporter.report(instance_id, "Volume attach failed", "attach timed out")]
@@ -110,10 +123,40 @@ def exit_outcome(ticker: Ticker, exited: float) -> dict[str, Any]:
     return {"waited": time.monotonic() - exited, "held_longest": ticker.longest_gap}
 
 
+def run_reader(target: str, instance_id: str) -> dict[str, Any]:
+    ticker = Ticker()
+    in_flight = [0, 0]  # now, most at once: green threads switch only while they wait
+
+    with SyncFaultServiceClient.connect(target) as client:
+
+        def read(n: int) -> tuple[str, str]:
+            caller = "admin" if n % 2 else "tenant"
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight)
+            try:
+                fault = client.get_latest_fault(
+                    instance_id, roles=["admin"] if caller == "admin" else []
+                )
+            finally:
+                in_flight[0] -= 1
+            return caller, "<none>" if fault is None else fault.details
+
+        seen: dict[str, set[str]] = {"admin": set(), "tenant": set()}
+        for caller, details in eventlet.GreenPool(GREEN_READERS).imap(read, range(READS)):
+            seen[caller].add(details)
+    return {
+        "details_seen": {caller: sorted(details) for caller, details in seen.items()},
+        "most_at_once": in_flight[1],
+        "held_longest": ticker.longest_gap,
+    }
+
+
 def main(kind: str, where: str, instance_id: str) -> None:
     faulthandler.dump_traceback_later(HANG_TIMEOUT, exit=True)
     if kind == "reporter":
         print(json.dumps(run_reporter(where, instance_id)), flush=True)
+    elif kind == "reader":
+        print(json.dumps(run_reader(where, instance_id)), flush=True)
     else:
         run_notifier(where, instance_id)
 

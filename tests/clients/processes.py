@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.support.servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD_TIMEOUT = 60.0
@@ -51,3 +55,14 @@ async def run_python_async(
     return subprocess.CompletedProcess(
         [sys.executable, *args], process.returncode, stdout.decode(), stderr.decode()
     )
+
+
+@contextmanager
+def frozen(server: ServerProcess) -> Iterator[None]:
+    """The server stopped with SIGSTOP: it accepts connections and never answers."""
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)

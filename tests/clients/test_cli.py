@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from faultsvc.app import FaultServer
+import pytest
+
+from faultsvc.app import FaultServer, build_server
+from faultsvc.config import Settings
 from faultsvc_client import FaultServiceClient
 from faultsvc_client.cli import EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
 from tests.clients.processes import python_env, run_python_async
+from tests.security.certificates import CertificateAuthority
 from tests.support.servers import free_port
 
 CLI = ("-m", "faultsvc_client.cli")
@@ -68,6 +75,7 @@ async def test_show_hides_the_traceback_from_others(
     assert shown.returncode == 0, shown.stderr
     rows = table_rows(shown.stdout)
     assert "fault_details" not in rows
+    assert "host" not in rows, "admin-only: no empty row either"
     assert rows["fault_message"] == ["A guest error occurred"]
     assert rows["fault_date"] == ["2026-05-06T21:30:06"]
     assert "Traceback" not in shown.stdout
@@ -198,27 +206,47 @@ async def test_faults_list_pages_and_follows_every_page_with_all(
     ]
     assert everything.stderr == ""
     listed = json.loads(as_json.stdout)
-    assert [fault["message"] for fault in listed["faults"]] == [
-        f"error {n}" for n in range(4, -1, -1)
-    ]
-    assert "next_page_token" not in listed
+    assert [fault["message"] for fault in listed] == [f"error {n}" for n in range(4, -1, -1)]
+    assert as_json.stderr == ""
 
 
 async def test_faults_list_says_when_there_are_none(server: FaultServer) -> None:
     instance = str(uuid.uuid4())
+    listing = [*CLI, "faults", "list", instance, "--target", server.target]
 
-    listed = await run_python_async([*CLI, "faults", "list", instance, "--target", server.target])
+    listed = await run_python_async(listing)
+    as_json = await run_python_async([*listing, "--json"])
 
     assert (listed.returncode, listed.stdout) == (0, f"Instance {instance} has no faults.\n")
+    assert (as_json.returncode, json.loads(as_json.stdout)) == (0, [])
 
 
-async def test_faults_list_names_a_rejected_page_size(server: FaultServer) -> None:
+@pytest.mark.parametrize("size", ["5000", "1001", "0", "-1", "ten"])
+async def test_faults_list_refuses_a_page_size_the_server_would_not_serve(size: str) -> None:
+    # No server: the command line alone is wrong, whatever faultsvc would say.
+    target = f"127.0.0.1:{free_port()}"
+
     listed = await run_python_async(
-        [*CLI, "faults", "list", "i-1", "--target", server.target, "--page-size", "-1"]
+        [*CLI, "faults", "list", "i-1", "--target", target, "--page-size", size]
     )
 
-    assert listed.returncode == EXIT_REFUSED
-    assert listed.stderr.startswith("error: invalid argument: page_size: ")
+    assert listed.returncode == EXIT_USAGE
+    assert listed.stdout == ""
+    assert listed.stderr.splitlines()[-1].startswith(
+        "faultsvc faults list: error: argument --page-size: "
+    )
+    assert "Traceback" not in listed.stderr
+
+
+@pytest.mark.parametrize("seconds", ["-1", "0", "nan", "inf", "1e300", "soon"])
+async def test_a_timeout_grpc_cannot_wait_for_is_a_usage_error(seconds: str) -> None:
+    target = f"127.0.0.1:{free_port()}"
+
+    shown = await run_python_async([*CLI, "show", "i-1", "--target", target, "--timeout", seconds])
+
+    assert shown.returncode == EXIT_USAGE
+    assert shown.stderr.splitlines()[-1].startswith("faultsvc show: error: argument --timeout: ")
+    assert "did not answer" not in shown.stderr
 
 
 async def test_the_faultsvc_command_has_show(
@@ -255,3 +283,171 @@ def table_rows(table: str) -> dict[str, list[str]]:
         name = property_cell.strip() or name
         rows.setdefault(name, []).append(value_cell[1:].rstrip().removesuffix("|").rstrip())
     return rows
+
+
+# What a fault's text can carry to an operator's terminal: OSC 52 (writes the
+# clipboard), OSC 0 (sets the window title), CSI (clears the screen, moves the
+# cursor), a carriage return that hides what came before, an 8-bit CSI, a
+# right-to-left override that reverses what follows, NUL and DEL.
+HOSTILE = (
+    "\x1b]52;c;cm0gLXJmIH4=\x07 \x1b]0;owned\x1b\\ \x1b[2J\x1b[1;1H \r"
+    "\x9b31m \u202etxt.exe \x00\x7f"
+)
+
+
+def printed_inertly(output: str) -> bool:
+    """Whether `output` holds nothing a terminal acts on but line breaks."""
+    return all(char.isprintable() or char == "\n" for char in output)
+
+
+async def test_every_output_shows_stored_control_characters_escaped(
+    server: FaultServer, admin_client: FaultServiceClient
+) -> None:
+    instance = str(uuid.uuid4())
+    recorded = await admin_client.record_fault(
+        instance,
+        f"Guest error {HOSTILE}",
+        details=f"Traceback {HOSTILE}\n{HOSTILE}",
+        source=f"taskmanager{HOSTILE}",
+        host=f"db-7{HOSTILE}",
+    )
+    assert recorded.message == f"Guest error {HOSTILE}", "stored as sent"
+    show = [*CLI, "show", instance, "--target", server.target, "--admin"]
+    listing = [*CLI, "faults", "list", instance, "--target", server.target, "--admin"]
+
+    outputs = [
+        await run_python_async(command)
+        for command in (show, [*show, "--json"], listing, [*listing, "--json"])
+    ]
+
+    for output in outputs:
+        assert output.returncode == 0, output.stderr
+        assert printed_inertly(output.stdout), repr(output.stdout)
+    table, shown_json, history, listed_json = (output.stdout for output in outputs)
+    escaped = (
+        "\\x1b]52;c;cm0gLXJmIH4=\\x07 \\x1b]0;owned\\x1b\\ \\x1b[2J\\x1b[1;1H \\r"
+        "\\x9b31m \\u202etxt.exe \\x00\\x7f"
+    )
+    rows = table_rows(table)
+    assert rows["fault_message"] == [f"Guest error {escaped}"]
+    assert rows["source"] == [f"taskmanager{escaped}"]
+    assert rows["host"] == [f"db-7{escaped}"]
+    # In details a carriage return ends a line, as the traceback's author meant.
+    before_cr, after_cr = escaped.split(" \\r")
+    assert rows["fault_details"] == [f"Traceback {before_cr}", after_cr, before_cr, after_cr]
+    assert history.count("\\x1b]52;c;") == 4  # source, message, details twice
+    assert json.loads(shown_json)["details"] == recorded.details
+    assert json.loads(listed_json)[0]["host"] == recorded.host
+
+
+async def test_64_kb_of_escape_sequences_are_printed_inertly(
+    server: FaultServer, admin_client: FaultServiceClient
+) -> None:
+    instance = str(uuid.uuid4())
+    await admin_client.record_fault(
+        instance, "\x1b[5m" * 50, details=("\x1b]0;x\x07\x9b2J\r\n" * 6000)[:65_000]
+    )
+
+    shown = await run_python_async([*CLI, "show", instance, "--target", server.target, "--admin"])
+
+    assert shown.returncode == 0, shown.stderr
+    assert printed_inertly(shown.stdout)
+    assert len(table_rows(shown.stdout)["fault_details"]) >= 5_000
+
+
+async def test_an_instance_id_with_escapes_is_echoed_inertly(server: FaultServer) -> None:
+    instance = "i-\x1b]0;owned\x07"
+
+    shown = await run_python_async([*CLI, "show", instance, "--target", server.target])
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "Instance i-\\x1b]0;owned\\x07 has no fault.\n"
+
+
+async def test_a_token_metadata_cannot_carry_is_one_line_not_a_traceback() -> None:
+    target = f"127.0.0.1:{free_port()}"
+
+    shown = await run_python_async([*CLI, "show", "i-1", "--target", target, "--token", "sécret"])
+
+    assert shown.returncode == EXIT_REFUSED
+    assert shown.stderr == (
+        "error: invalid argument: the token holds characters gRPC metadata cannot carry"
+        " (only printable ASCII)\n"
+    )
+
+
+@dataclass(frozen=True)
+class TlsServers:
+    """A server that serves TLS, one that also asks for client certificates, and their CA."""
+
+    tls: FaultServer
+    mutual: FaultServer
+    ca_file: Path
+    client_cert: tuple[Path, Path]
+
+
+@pytest.fixture
+async def tls_servers(database_url: str, tmp_path: Path) -> AsyncIterator[TlsServers]:
+    ca = CertificateAuthority("faultsvc test CA")
+    cert, key = ca.issue_server("localhost").write(tmp_path, "server")
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(ca.pem)
+    client_cert = ca.issue_client("operator").write(tmp_path, "operator")
+    tls = Settings(listen="127.0.0.1:0", database_url=database_url, tls_cert=cert, tls_key=key)
+    servers = TlsServers(
+        await build_server(tls),
+        await build_server(tls.model_copy(update={"tls_client_ca": ca_file})),
+        ca_file,
+        client_cert,
+    )
+    for server in (servers.tls, servers.mutual):
+        await server.start()
+    yield servers
+    for server in (servers.tls, servers.mutual):
+        await server.stop()
+
+
+async def test_a_tls_server_called_without_ca_file_is_named_as_the_likely_reason(
+    tls_servers: TlsServers,
+) -> None:
+    target = tls_servers.tls.target
+
+    shown = await run_python_async([*CLI, "show", "i-1", "--target", target])
+
+    assert shown.returncode == EXIT_UNAVAILABLE
+    assert shown.stderr == (
+        f"error: cannot reach faultsvc at {target}: it closed the connection;"
+        " if it serves TLS, give --ca-file\n"
+    )
+
+
+async def test_tls_mistakes_are_told_apart(
+    tls_servers: TlsServers, server: FaultServer, tmp_path: Path
+) -> None:
+    other_ca = tmp_path / "other-ca.crt"
+    other_ca.write_bytes(CertificateAuthority("another CA").pem)
+    ca_file = str(tls_servers.ca_file)
+    cert_file, key_file = map(str, tls_servers.client_cert)
+
+    untrusted, plaintext, no_certificate, mutual = [
+        await run_python_async([*CLI, "show", "i-1", "--target", target, *options])
+        for target, options in [
+            (tls_servers.tls.target, ["--ca-file", str(other_ca)]),
+            (server.target, ["--ca-file", ca_file]),
+            (tls_servers.mutual.target, ["--ca-file", ca_file]),
+            (
+                tls_servers.mutual.target,
+                ["--ca-file", ca_file, "--cert-file", cert_file, "--key-file", key_file],
+            ),
+        ]
+    ]
+
+    for refused in (untrusted, plaintext, no_certificate):
+        assert refused.returncode == EXIT_UNAVAILABLE
+        assert "Traceback" not in refused.stderr
+    assert untrusted.stderr.endswith(": its certificate is not signed by the CA of --ca-file\n")
+    assert plaintext.stderr.endswith("; it may not serve TLS (drop --ca-file)\n")
+    assert no_certificate.stderr.endswith(
+        "; if it requires client certificates, give --cert-file and --key-file\n"
+    )
+    assert (mutual.returncode, mutual.stdout) == (0, "Instance i-1 has no fault.\n")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from faultsvc_client import FaultServiceClient, FaultServiceError, RetryPolicy
+from faultsvc_client import CallOptions, FaultServiceClient, FaultServiceError, RetryPolicy
 from faultsvc_client.client import SERVICE_NAME, call_metadata
 from tests.support.servers import free_port
 
@@ -165,6 +165,35 @@ def test_token_and_roles_travel_as_metadata() -> None:
         ("x-roles", "admin,reader"),
     )
     assert call_metadata(None, []) == ()
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"token": "s3cret\n"},
+        {"token": "s\u00e9cret"},
+        {"roles": ["admin\r\nx-roles: admin"]},
+        {"roles": ["r\u00f4le"]},
+    ],
+)
+async def test_a_token_or_role_metadata_cannot_carry_is_an_invalid_argument(
+    user_client: FaultServiceClient, credentials: CallOptions
+) -> None:
+    with pytest.raises(FaultServiceError) as failure:
+        await user_client.get_latest_fault(new_instance(), **credentials)
+
+    assert failure.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "printable ASCII" in failure.value.details
+    assert "s3cret" not in str(failure.value)
+
+
+async def test_a_role_too_long_for_metadata_is_refused_not_sent(
+    user_client: FaultServiceClient,
+) -> None:
+    with pytest.raises(FaultServiceError) as failure:
+        await user_client.get_latest_fault(new_instance(), roles=["r" * 65_536])
+
+    assert failure.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_retry_policy_retries_unavailable_calls_of_the_service() -> None:

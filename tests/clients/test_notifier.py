@@ -1,33 +1,66 @@
-"""The `faultsvc` oslo.messaging notifier driver, loaded by name as a service loads it."""
+"""The `faultsvc` notifier driver, configured as the README shows, fed as Trove and Nova feed it.
+
+Every notification goes through a real `oslo_messaging.Notifier` (the
+`fake:` transport) with the serializer of the service that sends it, to the
+driver loaded by name from the README's own configuration block, and on to
+the real server; each test then reads the stored fault.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import oslo_messaging  # type: ignore[import-untyped]
+import pytest
 from oslo_config import cfg
 
+from faultsvc.app import FaultServer
 from faultsvc.v1.fault_pb2 import Fault
 from faultsvc_client import FaultServiceClient
-from tests.support.servers import ServerProcess
+from tests.clients import openstack
+from tests.clients.openstack import INTERNAL_ADDRESS
+from tests.clients.processes import ROOT
 
-TRACEBACK = """Traceback (most recent call last):
-  File "/opt/trove/taskmanager/models.py", line 512, in create_instance
-    volume_info = self._create_volume(volume_size)
-trove.common.exception.VolumeCreationFailure: Failed to create a volume in Nova."""
+README_SECTION = "### Error notifications (oslo.messaging)"
 
 
-def service_config(tmp_path: Path, target: str) -> cfg.ConfigOpts:
-    """A service's configuration with the driver enabled, read from its config file."""
-    config_file = tmp_path / "taskmanager.conf"
-    config_file.write_text(
-        f"[oslo_messaging_notifications]\ndriver = faultsvc\n[faultsvc]\ntarget = {target}\n"
-    )
+def readme_config_block() -> str:
+    """The first ini block of the README's section on notifications, as written."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index(README_SECTION) :]
+    found = re.search(r"```ini\n(.*?)```", section, re.DOTALL)
+    assert found is not None, "the README shows no ini block for notifications"
+    return found[1]
+
+
+def load_config(*files: Path) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
-    conf(args=[], project="taskmanager", default_config_files=[str(config_file)])
+    conf(args=[], project="service", default_config_files=[str(f) for f in files])
     return conf
+
+
+@pytest.fixture
+def readme_config(tmp_path: Path, server: FaultServer) -> cfg.ConfigOpts:
+    """The README's block in a service's config file; a later file points it at the test server."""
+    readme_file = tmp_path / "service.conf"
+    readme_file.write_text(readme_config_block())
+    here = tmp_path / "here.conf"
+    here.write_text(f"[faultsvc]\ntarget = {server.target}\n")
+    return load_config(readme_file, here)
+
+
+@pytest.fixture
+def transport(readme_config: cfg.ConfigOpts) -> Any:
+    transport = oslo_messaging.get_notification_transport(readme_config, url="fake:")
+    yield transport
+    transport.cleanup()
 
 
 async def faults_once_there_are(target: str, instance: str, count: int) -> list[Fault]:
@@ -40,34 +73,147 @@ async def faults_once_there_are(target: str, instance: str, count: int) -> list[
                 await asyncio.sleep(0.05)
 
 
-async def test_error_notifications_become_faults_and_others_are_ignored(
-    faultsvc_process: ServerProcess, tmp_path: Path
+def test_readme_block_reads_as_meant(tmp_path: Path) -> None:
+    config_file = tmp_path / "service.conf"
+    config_file.write_text(readme_config_block())
+    conf = load_config(config_file)
+    transport = oslo_messaging.get_notification_transport(conf, url="fake:")
+    try:
+        notifier = oslo_messaging.Notifier(transport)
+        assert notifier.is_enabled()
+        assert conf.oslo_messaging_notifications.driver == ["messagingv2", "faultsvc"]
+        assert conf.faultsvc.target == "faultsvc.example:50051"
+        assert conf.faultsvc.safe_exception_types == ["nova.exception", "trove.common.exception"]
+    finally:
+        transport.cleanup()
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A kind of error notification: how its sender sends it, and where it says it came from."""
+
+    send: Callable[[Any, str, BaseException], None]
+    notifier: Callable[[Any], Any]
+    source: str
+    host: str
+
+
+SHAPES = {
+    "trove taskmanager": Shape(
+        openstack.send_trove_taskmanager_error,
+        openstack.trove_notifier,
+        "taskmanager",
+        socket.gethostname(),  # Trove names 0.0.0.0: the reporting process's host stands
+    ),
+    "trove guest via conductor": Shape(
+        openstack.send_trove_guest_error, openstack.trove_notifier, "guest", socket.gethostname()
+    ),
+    "nova versioned instance action": Shape(
+        lambda n, i, e: openstack.send_nova_instance_action_error(n, i, "volume_attach", e),
+        openstack.nova_notifier,
+        "nova-compute",
+        openstack.COMPUTE_HOST,
+    ),
+    "nova versioned compute task": Shape(
+        openstack.send_nova_compute_task_error,
+        openstack.nova_notifier,
+        "nova-conductor",
+        openstack.CONDUCTOR_HOST,
+    ),
+    "nova legacy instance": Shape(
+        lambda n, i, e: openstack.send_nova_legacy_instance_error(n, i, "create", e),
+        openstack.nova_notifier,
+        "compute",
+        openstack.COMPUTE_HOST,
+    ),
+    "nova legacy wrap_exception": Shape(
+        lambda n, i, e: openstack.send_nova_wrapped_exception(n, i, "attach_volume", e),
+        openstack.nova_notifier,
+        "compute",
+        openstack.COMPUTE_HOST,
+    ),
+    "nova legacy scheduling": Shape(
+        openstack.send_nova_scheduling_error,
+        openstack.nova_notifier,
+        "compute_task",
+        openstack.CONDUCTOR_HOST,
+    ),
+}
+
+# The service's own user-facing errors, declared safe in the README's block.
+OWN_ERRORS = {
+    "trove": openstack.VolumeCreationFailure("Failed to create a volume in Nova."),
+    "nova": openstack.NoValidHost(reason="There are not enough hosts available."),
+}
+FOREIGN_ERROR = openstack.OperationalError(
+    f"(2003, \"Can't connect to MySQL server on '{INTERNAL_ADDRESS}' (timed out)\")"
+)
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+async def test_each_shape_lands_on_the_fault_with_only_safe_text_in_its_message(
+    shape: Shape, server: FaultServer, transport: Any
+) -> None:
+    notifier = shape.notifier(transport)
+    own_error = OWN_ERRORS["trove" if shape.notifier is openstack.trove_notifier else "nova"]
+    own, foreign = str(uuid.uuid4()), str(uuid.uuid4())
+
+    shape.send(notifier, own, own_error)
+    shape.send(notifier, foreign, FOREIGN_ERROR)
+
+    [own_fault] = await faults_once_there_are(server.target, own, 1)
+    [foreign_fault] = await faults_once_there_are(server.target, foreign, 1)
+    assert own_fault.message == str(own_error)
+    assert str(own_error) in own_fault.details
+    assert foreign_fault.message == "OperationalError"
+    assert INTERNAL_ADDRESS in foreign_fault.details
+    for fault in (own_fault, foreign_fault):
+        assert (fault.source, fault.host) == (shape.source, shape.host)
+        assert "\n," not in fault.details  # Nova's comma-joined traceback, rejoined
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [s for name, s in SHAPES.items() if "legacy" not in name],
+    ids=[name for name in SHAPES if "legacy" not in name],
+)
+async def test_tracebacks_are_stored_as_python_prints_them(
+    shape: Shape, server: FaultServer, transport: Any
 ) -> None:
     instance = str(uuid.uuid4())
-    conf = service_config(tmp_path, faultsvc_process.target)
-    transport = oslo_messaging.get_notification_transport(conf, url="fake:")
-    notifier = oslo_messaging.Notifier(transport, publisher_id="taskmanager.tm-1")
-    context: dict[str, str] = {}
+    shape.send(shape.notifier(transport), instance, FOREIGN_ERROR)
 
-    notifier.info(context, "dbaas.instance_create.start", {"instance_id": instance})
-    notifier.warn(context, "dbaas.instance_update", {"instance_id": instance, "message": "slow"})
-    notifier.info(
-        context,
-        "dbaas.instance_create.error",
-        {"instance_id": instance, "message": "Volume creation failed", "exception": TRACEBACK},
+    [fault] = await faults_once_there_are(server.target, instance, 1)
+    assert fault.details.startswith("Traceback (most recent call last):\n  File ")
+    assert ", in raised\n" in fault.details
+    assert fault.details.rstrip().endswith(f"pymysql.err.OperationalError: {FOREIGN_ERROR}")
+
+
+async def test_nova_exceptions_in_legacy_payloads_are_read_out_of_their_repr(
+    server: FaultServer, transport: Any
+) -> None:
+    instance = str(uuid.uuid4())
+    error = openstack.VolumeAttachFailed(volume_id="vol-1", reason="device busy")
+
+    openstack.send_nova_wrapped_exception(
+        openstack.nova_notifier(transport), instance, "attach_volume", error
     )
-    notifier.error(
-        context,
-        "compute.instance.reboot",
-        {"instance": {"uuid": instance}, "message": "Reboot failed"},
-    )
 
-    history = await faults_once_there_are(faultsvc_process.target, instance, 2)
-    await asyncio.sleep(0.5)  # time enough for an unwanted third fault to arrive
-    history = await faults_once_there_are(faultsvc_process.target, instance, 2)
+    [fault] = await faults_once_there_are(server.target, instance, 1)
+    assert fault.message == "Volume vol-1 could not be attached. Reason: device busy"
+    assert fault.details == f"VolumeAttachFailed: {error}"
 
-    assert [(fault.message, fault.details) for fault in history] == [
-        ("Reboot failed", ""),
-        ("Volume creation failed", TRACEBACK),
-    ]
-    assert {(fault.source, fault.host) for fault in history} == {("taskmanager", "tm-1")}
+
+async def test_notifications_that_are_no_errors_are_ignored(
+    server: FaultServer, transport: Any
+) -> None:
+    instance = str(uuid.uuid4())
+    trove, nova = openstack.trove_notifier(transport), openstack.nova_notifier(transport)
+
+    openstack.send_trove_non_errors(trove, instance)
+    openstack.send_nova_non_errors(nova, instance)
+    # Faults are delivered in order: once this one is there, any earlier one would be too.
+    openstack.send_trove_taskmanager_error(trove, instance, FOREIGN_ERROR)
+
+    history = await faults_once_there_are(server.target, instance, 1)
+    assert [fault.message for fault in history] == ["OperationalError"]

@@ -103,13 +103,24 @@ async def test_rejected_fault_is_dropped_and_the_next_one_delivered(
     ]
 
 
-async def test_report_exception_records_its_message_and_traceback(
-    server: FaultServer, admin_client: FaultServiceClient
+class GuestError(Exception):
+    """A service's own error, written for the instance's owner."""
+
+
+class GuestTimeout(GuestError):
+    pass
+
+
+INTERNAL = "connect to 10.20.30.40:3306 as trove@/var/run/mysqld.sock failed"
+
+
+async def test_report_exception_shows_a_class_name_and_keeps_the_text_for_admins(
+    server: FaultServer, admin_client: FaultServiceClient, user_client: FaultServiceClient
 ) -> None:
     instance = new_instance()
 
     def attach_volume() -> None:
-        raise RuntimeError("Volume attach failed")
+        raise RuntimeError(INTERNAL)
 
     async with FaultReporter(server.target) as reporter:
         try:
@@ -119,11 +130,48 @@ async def test_report_exception_records_its_message_and_traceback(
         assert await reporter.flush(10)
 
     fault = await admin_client.get_latest_fault(instance)
+    seen_by_tenant = await user_client.get_latest_fault(instance)
     assert fault is not None
-    assert fault.message == "Volume attach failed"
+    assert seen_by_tenant is not None
+    assert fault.message == seen_by_tenant.message == "RuntimeError"
     assert fault.details.startswith("Traceback (most recent call last):\n")
     assert "in attach_volume" in fault.details
-    assert fault.details.rstrip().endswith("RuntimeError: Volume attach failed")
+    assert fault.details.rstrip().endswith(f"RuntimeError: {INTERNAL}")
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [[GuestError], [f"{__name__}.GuestError"], [__name__], [f" {__name__} ", "nova.exception"]],
+    ids=["class", "qualified name", "module", "among others"],
+)
+async def test_report_exception_shows_the_text_of_types_declared_safe(
+    server: FaultServer, admin_client: FaultServiceClient, declared: list[str | type[Exception]]
+) -> None:
+    instance = new_instance()
+    async with FaultReporter(server.target, safe_exception_types=declared) as reporter:
+        reporter.report_exception(instance, GuestTimeout("The guest did not answer in 600 s"))
+        reporter.report_exception(instance, ValueError(INTERNAL))
+        assert await reporter.flush(10)
+
+    assert [f.message async for f in admin_client.iter_faults(instance)] == [
+        "ValueError",
+        "The guest did not answer in 600 s",
+    ]
+
+
+async def test_a_message_given_with_the_exception_is_the_faults_message(
+    server: FaultServer, admin_client: FaultServiceClient
+) -> None:
+    instance = new_instance()
+    async with FaultReporter(server.target) as reporter:
+        reporter.report_exception(instance, OSError(INTERNAL), "Volume attach failed")
+        with pytest.raises(OSError, match="mysqld"), reporter.reporting(instance, "Resize failed"):
+            raise OSError(INTERNAL)
+        assert await reporter.flush(10)
+
+    history = [f async for f in admin_client.iter_faults(instance)]
+    assert [f.message for f in history] == ["Resize failed", "Volume attach failed"]
+    assert all(INTERNAL in f.details for f in history)
 
 
 async def test_exception_without_a_message_is_named_by_its_class(
@@ -143,7 +191,7 @@ async def test_reporting_reports_and_reraises_from_blocks_and_functions(
     server: FaultServer, admin_client: FaultServiceClient
 ) -> None:
     instance = new_instance()
-    async with FaultReporter(server.target) as reporter:
+    async with FaultReporter(server.target, safe_exception_types=[ValueError]) as reporter:
         with pytest.raises(ValueError, match="from a with block"), reporter.reporting(instance):
             raise ValueError("from a with block")
 
@@ -178,6 +226,27 @@ async def test_reporting_reports_and_reraises_from_blocks_and_functions(
         "from an async with block",
         "from a with block",
     ]
+
+
+@pytest.mark.parametrize("kind", [FaultReporter, SyncFaultReporter])
+async def test_faults_reported_before_start_are_delivered_at_close(
+    kind: type[FaultReporter | SyncFaultReporter],
+    server: FaultServer,
+    admin_client: FaultServiceClient,
+) -> None:
+    instance = new_instance()
+    reporter = kind(server.target)
+    reporter.report(instance, "reported before start")
+
+    if isinstance(reporter, FaultReporter):
+        await reporter.close(timeout=10)
+    else:
+        await asyncio.to_thread(reporter.close, 10)
+
+    assert [f.message async for f in admin_client.iter_faults(instance)] == [
+        "reported before start"
+    ]
+    assert reporter.stats == ReporterStats(reported=1, delivered=1)
 
 
 async def test_report_never_raises_into_its_caller(server: FaultServer) -> None:

@@ -18,11 +18,11 @@ SERVICE = pb.DESCRIPTOR.services_by_name["FaultService"]
 # test_every_rpc_has_a_request until it is added here, and is then covered.
 REQUESTS: dict[str, Callable[[str], Message]] = {
     "RecordFault": lambda instance: pb.RecordFaultRequest(
-        instance_id=instance, message="again", details="Traceback: secret frame"
+        instance_id=instance, message="again", details="Traceback: secret frame", host="tm-1"
     ),
     "GetLatestFault": lambda instance: pb.GetLatestFaultRequest(instance_id=instance),
     "BatchGetLatestFaults": lambda instance: pb.BatchGetLatestFaultsRequest(
-        instance_ids=[instance, str(uuid.uuid4())]
+        instance_ids=[instance, str(uuid.uuid4())], view=pb.FAULT_VIEW_FULL
     ),
     "ListFaults": lambda instance: pb.ListFaultsRequest(instance_id=instance, page_size=1),
     "ClearFaults": lambda instance: pb.ClearFaultsRequest(instance_id=instance),
@@ -50,8 +50,8 @@ def test_every_rpc_has_a_request() -> None:
 
 async def call(stub: Stub, method: str, metadata: Metadata) -> Message:
     instance = str(uuid.uuid4())
-    await record(stub, instance, "boom", details="Traceback: secret frame")
-    await record(stub, instance, "boom again", details="Traceback: secret frame")
+    await record(stub, instance, "boom", details="Traceback: secret frame", host="tm-1")
+    await record(stub, instance, "boom again", details="Traceback: secret frame", host="tm-1")
     response: Message = await getattr(stub, method)(REQUESTS[method](instance), metadata=metadata)
     return response
 
@@ -69,10 +69,11 @@ async def test_non_admin_never_sees_details_on_any_rpc(
 @pytest.mark.parametrize(
     "method", ["RecordFault", "GetLatestFault", "BatchGetLatestFaults", "ListFaults"]
 )
-async def test_admin_sees_details(stub: Stub, method: str, metadata: Metadata) -> None:
+async def test_admin_sees_details_and_host(stub: Stub, method: str, metadata: Metadata) -> None:
     response = await call(stub, method, metadata)
-    assert admin_only_values(response)
+    assert {path.rpartition(".")[2] for path in admin_only_values(response)} == {"details", "host"}
     assert "Traceback: secret frame" in str(response)
+    assert 'host: "tm-1"' in str(response)
 
 
 async def test_non_admin_sees_everything_else(stub: Stub) -> None:
@@ -80,4 +81,5 @@ async def test_non_admin_sees_everything_else(stub: Stub) -> None:
     recorded = await record(stub, instance, "boom", details="trace", source="api", host="h1")
     latest = (await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id=instance))).fault
     recorded.ClearField("details")
+    recorded.ClearField("host")
     assert latest == recorded

@@ -26,7 +26,8 @@ def faults_through_every_rpc(
             pb.GetLatestFaultRequest(instance_id=instance), metadata=metadata
         )
         batch = stub.BatchGetLatestFaults(
-            pb.BatchGetLatestFaultsRequest(instance_ids=[instance]), metadata=metadata
+            pb.BatchGetLatestFaultsRequest(instance_ids=[instance], view=pb.FAULT_VIEW_FULL),
+            metadata=metadata,
         )
         history = stub.ListFaults(pb.ListFaultsRequest(instance_id=instance), metadata=metadata)
         return [latest.fault, *batch.faults, *history.faults]

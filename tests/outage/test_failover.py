@@ -7,6 +7,7 @@ the rows show which endpoint each write went to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pymysql
 import pytest
 from sqlalchemy.engine import make_url
 
+from faultsvc.app import build_server
 from faultsvc.config import Settings, load_settings
 from faultsvc.storage.failover import DatabaseEndpoints
 from faultsvc.storage.migrate import upgrade_to_head
@@ -61,15 +63,19 @@ def shared_url() -> Iterator[str]:
         yield url
 
 
-def ids_in(url: str) -> set[str]:
+def connect(url: str) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
     parsed = make_url(url)
-    connection = pymysql.connect(
+    return pymysql.connect(
         host=parsed.host,
         port=parsed.port or 3306,
         user=parsed.username,
         password=parsed.password or "",
         database=parsed.database,
     )
+
+
+def ids_in(url: str) -> set[str]:
+    connection = connect(url)
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT id FROM instance_faults")
@@ -124,3 +130,71 @@ async def test_writes_fail_over_to_the_next_endpoint_and_come_back_to_the_first(
     assert before in ids_in(private_url)
     assert set(during) <= ids_in(shared_url)
     assert health.statuses_between(down, back) == {"SERVING"}
+
+
+async def test_a_lock_wait_is_unavailable_but_never_a_failover(
+    private_url: str, shared_url: str
+) -> None:
+    """A slow endpoint is not a dead one: writes stay on it, as on a Galera node under load."""
+    await migrate(private_url, shared_url)
+    settings = Settings(
+        listen="127.0.0.1:0",
+        database_url=f"{private_url},{shared_url}",
+        database_timeout_seconds=1.0,
+        health_check_seconds=60,
+        grace_seconds=1,
+    )
+    server = await build_server(settings)
+    await server.start()
+    locker = connect(private_url)
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
+            request = pb.RecordFaultRequest(instance_id="i-1", message="m")
+            with locker.cursor() as cursor:
+                cursor.execute("LOCK TABLES instance_faults WRITE")
+                for _ in range(3):
+                    with pytest.raises(grpc.aio.AioRpcError) as failure:
+                        await stub.RecordFault(request, timeout=10)
+                    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+                await asyncio.sleep(1.5)  # the endpoint's ping has answered by now
+                cursor.execute("UNLOCK TABLES")
+            after = (await stub.RecordFault(request, timeout=10)).fault.id
+    finally:
+        locker.close()
+        await server.stop()
+    assert after in ids_in(private_url)
+    assert not ids_in(shared_url)
+
+
+async def test_a_frozen_endpoint_is_left_for_the_next_one_without_waiting_for_the_probe(
+    mariadb: PrivateMariaDB, private_url: str, shared_url: str
+) -> None:
+    await migrate(private_url, shared_url)
+    settings = Settings(
+        listen="127.0.0.1:0",
+        database_url=f"{private_url},{shared_url}",
+        database_timeout_seconds=1.0,
+        health_check_seconds=60,  # the periodic probe plays no part
+        grace_seconds=1,
+    )
+    server = await build_server(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
+            request = pb.RecordFaultRequest(instance_id="i-1", message="m")
+            await stub.RecordFault(request, timeout=10)
+            mariadb.freeze()
+            try:
+                # UNAVAILABLE, or already written to the next endpoint when the
+                # ping failed within the call's own timeout.
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await stub.RecordFault(request, timeout=10)
+                await asyncio.sleep(1.5)  # the ping's own timeout
+                moved = (await stub.RecordFault(request, timeout=10)).fault.id
+            finally:
+                mariadb.thaw()
+    finally:
+        await server.stop()
+    assert moved in ids_in(shared_url)

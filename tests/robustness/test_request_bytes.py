@@ -34,6 +34,7 @@ from tests.robustness.wire import (
     varint,
 )
 from tests.support.calls import ADMIN, Stub, bad_request_fields, record
+from tests.support.latency import HEALTH_CHECK_BOUND_SECONDS, slowest_health_check_during
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FaultService"]
 PREFIX = f"/{SERVICE.full_name}/"
@@ -191,17 +192,17 @@ async def test_every_truncation_of_a_request_is_ok_or_invalid_and_never_half_sto
 
 
 @pytest.mark.parametrize(
-    ("data", "named"),
+    "data",
     [
-        (length_delimited(2, b"m") + tag(1, 2) + varint(100) + b"short", ["instance_id"]),
-        (length_delimited(1, b"i") + length_delimited(2, b"m") + b"\x0a", ["instance_id"]),
-        (length_delimited(1, b"i") + tag(7, 2) + varint(5) + number(1, 1), ["occur_time"]),
-        (b"\xff" * 11, []),
-        (tag(0, VARINT) + b"\x01", []),
-        (tag(5, 7), ["host"]),
-        (tag(9, END_GROUP), []),
-        (tag(9, START_GROUP) + number(1, 1), []),
-        (tag(1, VARINT) + b"\x80" * 11, ["instance_id"]),
+        length_delimited(2, b"m") + tag(1, 2) + varint(100) + b"short",
+        length_delimited(1, b"i") + length_delimited(2, b"m") + b"\x0a",
+        length_delimited(1, b"i") + tag(7, 2) + varint(5) + number(1, 1),
+        b"\xff" * 11,
+        tag(0, VARINT) + b"\x01",
+        tag(5, 7),
+        tag(9, END_GROUP),
+        tag(9, START_GROUP) + number(1, 1),
+        tag(1, VARINT) + b"\x80" * 11,
     ],
     ids=[
         "length-past-the-end",
@@ -215,12 +216,46 @@ async def test_every_truncation_of_a_request_is_ok_or_invalid_and_never_half_sto
         "eleven-byte-varint",
     ],
 )
-async def test_corrupt_protobuf_is_invalid_argument(
-    server: FaultServer, channel: grpc.aio.Channel, data: bytes, named: list[str]
+async def test_corrupt_protobuf_is_invalid_argument_naming_no_field(
+    server: FaultServer, channel: grpc.aio.Channel, data: bytes
 ) -> None:
     rows = await stored_rows(server.engine)
     code, fields, _ = await call_raw(channel, "RecordFault", data)
-    assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, named)
+    assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, [])
+    assert await stored_rows(server.engine) == rows
+
+
+@pytest.mark.parametrize(
+    "filler",
+    [tag(9, VARINT) + b"\x01", tag(1, VARINT) + b"\x01", length_delimited(2, b"m")],
+    ids=["unknown-fields", "wrong-wire-types", "repeated-strings"],
+)
+@pytest.mark.parametrize(
+    ("last", "named"),
+    [(tag(1, 2) + varint(100) + b"short", []), (length_delimited(1, b"\xff"), ["instance_id"])],
+    ids=["cut-short", "not-utf8"],
+)
+async def test_four_megabytes_that_do_not_parse_never_hold_up_other_callers(
+    server: FaultServer,
+    channel: grpc.aio.Channel,
+    filler: bytes,
+    last: bytes,
+    named: list[str],
+) -> None:
+    limit = server.settings.max_receive_message_bytes
+    data = filler * ((limit - 64) // len(filler)) + last
+    rows = await stored_rows(server.engine)
+
+    async def hostile_calls() -> None:
+        for _ in range(3):
+            assert await call_raw(channel, "RecordFault", data) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                named,
+                b"",
+            )
+
+    worst = await slowest_health_check_during(server.target, hostile_calls())
+    assert worst < HEALTH_CHECK_BOUND_SECONDS, f"a health check waited {worst * 1000:.0f} ms"
     assert await stored_rows(server.engine) == rows
 
 

@@ -1,4 +1,4 @@
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
   createGrpcTransport,
   Http2SessionManager,
@@ -6,10 +6,10 @@ import {
 import { FaultService } from "./gen/faultsvc/v1/fault_service_pb.js";
 
 /**
- * @import { Interceptor, CallOptions } from "@connectrpc/connect"
+ * @import { CallOptions } from "@connectrpc/connect"
  * @import { MessageInitShape } from "@bufbuild/protobuf"
  * @import { Fault } from "./gen/faultsvc/v1/fault_pb.js"
- * @import { ListFaultsResponse, RecordFaultRequestSchema } from "./gen/faultsvc/v1/fault_service_pb.js"
+ * @import { FaultView, ListFaultsResponse, RecordFaultRequestSchema } from "./gen/faultsvc/v1/fault_service_pb.js"
  */
 
 /**
@@ -25,6 +25,26 @@ import { FaultService } from "./gen/faultsvc/v1/fault_service_pb.js";
  */
 
 /**
+ * What one call may set for itself; whatever it leaves out is the client's
+ * own: `roles` and `token` as in the client's options (an API serving
+ * admins and tenants passes each request's roles), `timeoutMs` the call's
+ * deadline, and the rest of Connect's `CallOptions` (`signal`, `headers`).
+ *
+ * @typedef {CallOptions & {
+ *   roles?: string | readonly string[],
+ *   token?: string,
+ * }} FaultCallOptions
+ */
+
+/**
+ * A read's call options and its view (AIP-157): `FaultView.BASIC` leaves
+ * details out, `FaultView.FULL` includes them for admins. Unset, it is the
+ * RPC's default: FULL, except for batchGetLatestFaults (BASIC, for list views).
+ *
+ * @typedef {FaultCallOptions & { view?: FaultView }} FaultReadOptions
+ */
+
+/**
  * A faultsvc.v1.FaultService client over gRPC (HTTP/2).
  *
  * Failed calls reject with a `ConnectError` whose `code` is the gRPC status
@@ -35,6 +55,10 @@ export class FaultClient {
   #sessions;
   /** @type {import("@connectrpc/connect").Client<typeof FaultService>} */
   #rpc;
+  /** @type {string | undefined} */
+  #token;
+  /** @type {string | readonly string[] | undefined} */
+  #roles;
 
   /** @param {FaultClientOptions} options */
   constructor({ target, token, roles, timeoutMs }) {
@@ -43,10 +67,11 @@ export class FaultClient {
     const transport = createGrpcTransport({
       baseUrl,
       sessionManager: this.#sessions,
-      interceptors: [callerMetadata(token, roles)],
       defaultTimeoutMs: timeoutMs,
     });
     this.#rpc = createClient(FaultService, transport);
+    this.#token = token;
+    this.#roles = roles;
   }
 
   /**
@@ -54,11 +79,11 @@ export class FaultClient {
    * make retries safe: the server stores a fault id once.
    *
    * @param {MessageInitShape<typeof RecordFaultRequestSchema>} request
-   * @param {CallOptions} [options]
+   * @param {FaultCallOptions} [options]
    * @returns {Promise<Fault>}
    */
   async recordFault(request, options) {
-    const { fault } = await this.#rpc.recordFault(request, options);
+    const { fault } = await this.#rpc.recordFault(request, this.#callOptions(options));
     if (fault === undefined) {
       throw new Error("RecordFault answered without a fault");
     }
@@ -70,11 +95,14 @@ export class FaultClient {
    * `undefined` when it has none.
    *
    * @param {string} instanceId
-   * @param {CallOptions} [options]
+   * @param {FaultReadOptions} [options]
    * @returns {Promise<Fault | undefined>}
    */
-  async getLatestFault(instanceId, options) {
-    const { fault } = await this.#rpc.getLatestFault({ instanceId }, options);
+  async getLatestFault(instanceId, { view, ...options } = {}) {
+    const { fault } = await this.#rpc.getLatestFault(
+      { instanceId, view },
+      this.#callOptions(options),
+    );
     return fault;
   }
 
@@ -83,13 +111,13 @@ export class FaultClient {
    * instances a call).
    *
    * @param {readonly string[]} instanceIds
-   * @param {CallOptions} [options]
+   * @param {FaultReadOptions} [options]
    * @returns {Promise<Fault[]>}
    */
-  async batchGetLatestFaults(instanceIds, options) {
+  async batchGetLatestFaults(instanceIds, { view, ...options } = {}) {
     const { faults } = await this.#rpc.batchGetLatestFaults(
-      { instanceIds: [...instanceIds] },
-      options,
+      { instanceIds: [...instanceIds], view },
+      this.#callOptions(options),
     );
     return faults;
   }
@@ -97,30 +125,33 @@ export class FaultClient {
   /**
    * One page of an instance's faults, newest first. Pass the returned
    * `nextPageToken` as `pageToken` for the next page; it is empty on the last.
+   * A page holds fewer than `pageSize` faults when more would not fit the
+   * server's response budget.
    *
    * @param {string} instanceId
-   * @param {{ pageSize?: number, pageToken?: string }} [page]
-   * @param {CallOptions} [options]
+   * @param {{ pageSize?: number, pageToken?: string, view?: FaultView }} [page]
+   * @param {FaultCallOptions} [options]
    * @returns {Promise<ListFaultsResponse>}
    */
-  listFaults(instanceId, page = {}, options) {
-    return this.#rpc.listFaults({ instanceId, ...page }, options);
+  async listFaults(instanceId, page = {}, options) {
+    return this.#rpc.listFaults({ instanceId, ...page }, this.#callOptions(options));
   }
 
   /**
-   * Every fault of an instance, newest first, fetched a page at a time.
+   * Every fault of an instance, newest first, fetched a page at a time
+   * (`timeoutMs` is the deadline of each page's call).
    *
    * @param {string} instanceId
-   * @param {{ pageSize?: number }} [page]
-   * @param {CallOptions} [options]
+   * @param {{ pageSize?: number, view?: FaultView }} [page]
+   * @param {FaultCallOptions} [options]
    * @returns {AsyncGenerator<Fault, void, undefined>}
    */
-  async *allFaults(instanceId, { pageSize } = {}, options) {
+  async *allFaults(instanceId, { pageSize, view } = {}, options) {
     let pageToken = "";
     do {
       const response = await this.listFaults(
         instanceId,
-        { pageSize, pageToken },
+        { pageSize, pageToken, view },
         options,
       );
       yield* response.faults;
@@ -133,12 +164,34 @@ export class FaultClient {
    * returns how many were cleared.
    *
    * @param {string} instanceId
-   * @param {CallOptions} [options]
+   * @param {FaultCallOptions} [options]
    * @returns {Promise<number>}
    */
   async clearFaults(instanceId, options) {
-    const { clearedCount } = await this.#rpc.clearFaults({ instanceId }, options);
+    const { clearedCount } = await this.#rpc.clearFaults(
+      { instanceId },
+      this.#callOptions(options),
+    );
     return Number(clearedCount);
+  }
+
+  /**
+   * Connect's options for one call: its own headers, plus the caller's
+   * token and roles (the call's, else the client's).
+   *
+   * @param {FaultCallOptions} [options]
+   * @returns {CallOptions}
+   */
+  #callOptions({ roles = this.#roles, token = this.#token, ...options } = {}) {
+    const headers = new Headers(options.headers);
+    if (token) {
+      headers.set("authorization", `Bearer ${metadataValue(token, "the token")}`);
+    }
+    const xRoles = typeof roles === "string" ? roles : (roles ?? []).join(",");
+    if (xRoles) {
+      headers.set("x-roles", metadataValue(xRoles, "a role"));
+    }
+    return { ...options, headers };
   }
 
   /**
@@ -152,29 +205,26 @@ export class FaultClient {
 }
 
 /**
+ * `value`, if gRPC metadata can carry it (printable ASCII only).
+ *
+ * @param {string} value
+ * @param {string} what names the value in the error; the value itself may be a credential.
+ * @returns {string}
+ */
+function metadataValue(value, what) {
+  if (!/^[\x20-\x7e]*$/.test(value)) {
+    throw new ConnectError(
+      `${what} holds characters gRPC metadata cannot carry (only printable ASCII)`,
+      Code.InvalidArgument,
+    );
+  }
+  return value;
+}
+
+/**
  * @param {string} target
  * @returns {string}
  */
 function baseUrlOf(target) {
   return /^https?:\/\//.test(target) ? target : `http://${target}`;
-}
-
-/**
- * Adds the caller's credentials and roles to every call.
- *
- * @param {string | undefined} token
- * @param {string | readonly string[] | undefined} roles
- * @returns {Interceptor}
- */
-function callerMetadata(token, roles) {
-  const xRoles = typeof roles === "string" ? roles : (roles ?? []).join(",");
-  return (next) => (request) => {
-    if (token) {
-      request.header.set("authorization", `Bearer ${token}`);
-    }
-    if (xRoles) {
-      request.header.set("x-roles", xRoles);
-    }
-    return next(request);
-  };
 }

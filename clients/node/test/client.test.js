@@ -5,6 +5,7 @@ import {
   Code,
   ConnectError,
   FaultClient,
+  FaultView,
   timestampDate,
   timestampFromDate,
 } from "../src/index.js";
@@ -135,7 +136,12 @@ test("batchGetLatestFaults returns the latest fault of each instance that has on
 
   const forAdmin = await admin.batchGetLatestFaults([first, second, faultless]);
   assert.deepEqual(idsOf(forAdmin).sort(), [firstLatest.id, secondLatest.id].sort());
-  assert.ok(forAdmin.every((fault) => fault.details === TRACE));
+  // The list view's batch leaves details out unless the FULL view is asked for.
+  assert.ok(forAdmin.every((fault) => fault.details === ""));
+  const full = await admin.batchGetLatestFaults([first, second], { view: FaultView.FULL });
+  assert.ok(full.every((fault) => fault.details === TRACE));
+  const basic = await admin.getLatestFault(first, { view: FaultView.BASIC });
+  assert.equal(basic?.details, "");
 
   const forAnyone = await anonymous.batchGetLatestFaults([first, second, faultless]);
   assert.deepEqual(idsOf(forAnyone).sort(), [firstLatest.id, secondLatest.id].sort());
@@ -167,6 +173,36 @@ test("listFaults pages through the history newest first", async () => {
   }
   assert.deepEqual(idsOf(seenByAnyone), [newest.id, middle.id, oldest.id]);
   assert.ok(seenByAnyone.every((fault) => fault.details === ""));
+});
+
+test("every read takes the roles of its call over the client's", async () => {
+  const instanceId = newInstanceId();
+  const recorded = await anonymous.recordFault(
+    { instanceId, message: "Resize failed", details: TRACE, host: "db-7" },
+    { roles: ["admin"] },
+  );
+  const asAdmin = { roles: ["admin"] };
+  /** @type {Fault[]} */
+  const every = [];
+  for await (const fault of anonymous.allFaults(instanceId, {}, asAdmin)) {
+    every.push(fault);
+  }
+  const readByAdmin = [
+    recorded,
+    await anonymous.getLatestFault(instanceId, asAdmin),
+    ...(await anonymous.listFaults(instanceId, {}, asAdmin)).faults,
+    ...every,
+  ];
+  assert.deepEqual(
+    readByAdmin.map((fault) => [fault?.details, fault?.host]),
+    Array(4).fill([TRACE, "db-7"]),
+  );
+  // A batch serves list views: no details, but the admin's host.
+  const [batched] = await anonymous.batchGetLatestFaults([instanceId], asAdmin);
+  assert.equal(batched?.host, "db-7");
+  const readByTenant = await admin.getLatestFault(instanceId, { roles: [] });
+  assert.equal(readByTenant?.details, "");
+  assert.equal((await anonymous.getLatestFault(instanceId))?.details, "");
 });
 
 test("clearFaults clears every fault of the instance and says how many", async () => {

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createServer } from "node:http2";
 import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Code, ConnectError, FaultClient, FaultService } from "../src/index.js";
 
@@ -21,9 +22,13 @@ before(async () => {
       routes(router) {
         router.service(FaultService, {
           // Echoes the caller's metadata back in the fault, so tests can see it.
-          getLatestFault(request, context) {
+          async getLatestFault(request, context) {
             if (request.instanceId === "forbidden") {
               throw new ConnectError("not yours", Code.PermissionDenied);
+            }
+            if (request.instanceId === "slow") {
+              // Answers after the caller gave up, as a frozen faultsvc would.
+              await sleep(5_000, undefined, { signal: context.signal }).catch(() => {});
             }
             return {
               fault: {
@@ -69,6 +74,47 @@ test("a caller without roles or token sends neither", async () => {
   client.close();
   assert.equal(fault?.message, "<none>");
   assert.equal(fault?.details, "<none>");
+});
+
+test("roles and token given to a call replace the client's for that call only", async () => {
+  const client = new FaultClient({ target, roles: ["admin"], token: "service" });
+  const asTenant = await client.getLatestFault("db-1", { roles: [], token: "tenant-api" });
+  const asReader = await client.getLatestFault("db-1", { roles: "reader" });
+  const asClient = await client.getLatestFault("db-1");
+  client.close();
+  assert.equal(asTenant?.message, "<none>");
+  assert.equal(asTenant?.details, "Bearer tenant-api");
+  assert.equal(asReader?.message, "reader");
+  assert.equal(asReader?.details, "Bearer service");
+  assert.equal(asClient?.message, "admin");
+  assert.equal(asClient?.details, "Bearer service");
+});
+
+test("a call's own deadline ends it, sooner than the client's", async () => {
+  const client = new FaultClient({ target, timeoutMs: 30_000 });
+  const started = Date.now();
+  await assert.rejects(client.getLatestFault("slow", { timeoutMs: 200 }), {
+    name: "ConnectError",
+    code: Code.DeadlineExceeded,
+  });
+  const waited = Date.now() - started;
+  client.close();
+  assert.ok(waited >= 200 && waited < 2_000, `waited ${waited} ms`);
+});
+
+test("a token or role metadata cannot carry rejects as an invalid argument", async () => {
+  const client = new FaultClient({ target });
+  for (const options of [{ token: "s3cret\n" }, { roles: ["admin\r\nx: y"] }, { roles: "rôle" }]) {
+    await assert.rejects(client.getLatestFault("db-1", options), (error) => {
+      assert.ok(error instanceof ConnectError);
+      assert.equal(error.code, Code.InvalidArgument);
+      assert.match(error.message, /printable ASCII/);
+      assert.doesNotMatch(error.message, /s3cret/);
+      return true;
+    });
+    await assert.rejects(client.listFaults("db-1", {}, options), { code: Code.InvalidArgument });
+  }
+  client.close();
 });
 
 test("a failed call rejects with the gRPC status code", async () => {

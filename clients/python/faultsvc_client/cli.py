@@ -3,11 +3,17 @@
 `show` prints the Property/Value table of `trove show` (fault_date,
 fault_message, and fault_details for admins); `faults list` prints the
 instance's fault history, newest first. `--json` prints the same data for
-scripts, with the proto field names.
+scripts, with the proto field names: a fault (`null` when there is none), or
+a list of faults (`[]`).
+
+Stored text is printed inertly: a character a terminal could act on (an
+escape sequence's ESC, a carriage return, a bidirectional override) is
+shown escaped, as `\\x1b`, `\\r`, `\\u202e`, in tables and in JSON alike.
 
 Exit codes:
   0  the answer was printed, including "Instance X has no fault." (having no
-     fault is a normal answer, not a failure; with --json it prints `null`)
+     fault is a normal answer, not a failure; with --json it prints `null`,
+     or `[]` for `faults list`)
   1  faultsvc answered with an unexpected error
   2  the command line is wrong
   3  faultsvc cannot be reached, or is unavailable (e.g. its database is down)
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -28,7 +35,7 @@ import grpc
 from google.protobuf import json_format
 from prettytable import PrettyTable
 
-from faultsvc.v1 import fault_pb2, fault_service_pb2
+from faultsvc.v1 import fault_pb2
 from faultsvc_client.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, FaultServiceClient, TlsConfig
 from faultsvc_client.errors import FaultServiceError
 
@@ -39,6 +46,11 @@ EXIT_UNAVAILABLE = 3
 EXIT_REFUSED = 4
 
 ADMIN_ROLE = "admin"
+
+# The server's largest page; a larger --page-size is a mistake, not a wish.
+MAX_PAGE_SIZE = 1_000
+# A day: far past any answer worth waiting for; far larger deadlines overflow gRPC's clock.
+MAX_TIMEOUT = 86_400.0
 
 _REFUSED = {
     grpc.StatusCode.INVALID_ARGUMENT: "invalid argument",
@@ -81,10 +93,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.add_argument("instance_id", metavar="INSTANCE_ID")
     listing.add_argument(
         "--page-size",
-        type=int,
+        type=page_size,
         default=0,
         metavar="N",
-        help="faults per page (default: the server's, 50)",
+        help=f"faults per page, 1 to {MAX_PAGE_SIZE:,} (default: the server's, 50)",
     )
     listing.add_argument("--all", action="store_true", help="follow every page, not just the first")
     listing.set_defaults(func=list_command)
@@ -113,7 +125,7 @@ def connection_options() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"how long to wait for an answer (default: {DEFAULT_TIMEOUT:g})",
@@ -141,6 +153,30 @@ def exit_codes_epilog() -> str:
     return "exit codes:" + (__doc__ or "").split("Exit codes:", 1)[1].rstrip()
 
 
+def page_size(text: str) -> int:
+    """--page-size: a whole number of faults the server pages by."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_PAGE_SIZE:,}, not {size}")
+    return size
+
+
+def seconds(text: str) -> float:
+    """--timeout: a number of seconds gRPC can make a deadline of."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= MAX_TIMEOUT:  # NaN too
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_TIMEOUT:g} seconds, not {text}"
+        )
+    return value
+
+
 def show_command(args: argparse.Namespace) -> int:
     return run(args, show)
 
@@ -152,9 +188,9 @@ def list_command(args: argparse.Namespace) -> int:
 async def show(client: FaultServiceClient, args: argparse.Namespace) -> int:
     fault = await client.get_latest_fault(args.instance_id)
     if args.json:
-        print(fault_json(fault) if fault is not None else "null")
+        print(inert_json(None if fault is None else fault_dict(fault)))
     elif fault is None:
-        print(f"Instance {args.instance_id} has no fault.")
+        print(f"Instance {inert_line(args.instance_id)} has no fault.")
     else:
         print(fault_table(fault))
     return EXIT_OK
@@ -168,15 +204,11 @@ async def list_faults(client: FaultServiceClient, args: argparse.Namespace) -> i
         page = await client.list_faults(args.instance_id, page_size=args.page_size)
         faults, next_page_token = list(page.faults), page.next_page_token
     if args.json:
-        response = fault_service_pb2.ListFaultsResponse(
-            faults=faults, next_page_token=next_page_token
-        )
-        print(json_format.MessageToJson(response, preserving_proto_field_name=True, indent=2))
-        return EXIT_OK
-    if not faults:
-        print(f"Instance {args.instance_id} has no faults.")
-        return EXIT_OK
-    print(fault_history_table(faults, with_details=args.admin))
+        print(inert_json([fault_dict(fault) for fault in faults]))
+    elif not faults:
+        print(f"Instance {inert_line(args.instance_id)} has no faults.")
+    else:
+        print(fault_history_table(faults, with_details=args.admin))
     if next_page_token:
         print("There are older faults: add --all to list every one.", file=sys.stderr)
     return EXIT_OK
@@ -203,7 +235,7 @@ def run(
     try:
         return asyncio.run(call())
     except FaultServiceError as error:
-        print(f"error: {failure_message(error, args.target)}", file=sys.stderr)
+        print(f"error: {inert_line(failure_message(error, args.target, tls))}", file=sys.stderr)
         return failure_exit_code(error)
 
 
@@ -213,11 +245,11 @@ def tls_config(args: argparse.Namespace) -> TlsConfig | None:
     return TlsConfig.from_files(args.ca_file, args.cert_file, args.key_file)
 
 
-def failure_message(error: FaultServiceError, target: str) -> str:
+def failure_message(error: FaultServiceError, target: str, tls: TlsConfig | None) -> str:
     """One line that says what went wrong, naming the field when one was wrong."""
     if error.code is grpc.StatusCode.UNAVAILABLE:
         if is_connection_failure(error):
-            return f"cannot reach faultsvc at {target}"
+            return f"cannot reach faultsvc at {target}{connection_hint(error, tls)}"
         return f"faultsvc at {target} is unavailable: {error.details}"
     if error.code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"faultsvc at {target} did not answer in time"
@@ -243,16 +275,39 @@ def is_connection_failure(error: FaultServiceError) -> bool:
     return "failed to connect" in details or "dns resolution failed" in details
 
 
+def connection_hint(error: FaultServiceError, tls: TlsConfig | None) -> str:
+    """Why a connection may have failed, when gRPC's words suggest TLS."""
+    details = error.details.lower()
+    if "handshake failed" in details:
+        if "certificate_verify_failed" in details:
+            return ": its certificate is not signed by the CA of --ca-file"
+        if "wrong_version_number" in details:
+            return ": the TLS handshake failed; it may not serve TLS (drop --ca-file)"
+        return ": the TLS handshake failed"
+    if "socket closed" not in details:
+        return ""
+    # A server that wants TLS, or a client certificate, hangs up without a word.
+    if tls is None:
+        return ": it closed the connection; if it serves TLS, give --ca-file"
+    if tls.certificate_chain is None:
+        return (
+            ": it closed the connection; if it requires client certificates,"
+            " give --cert-file and --key-file"
+        )
+    return ": it closed the connection"
+
+
 def fault_properties(fault: fault_pb2.Fault) -> dict[str, str]:
-    """The rows `show` prints; fault_details only when the server sent details."""
+    """The rows `show` prints, inert; the admin-only ones only when the server sent them."""
     properties = {
         "fault_date": format_time(fault),
-        "fault_message": fault.message,
-        "fault_id": fault.id,
-        "instance_id": fault.instance_id,
-        "source": fault.source,
-        "host": fault.host,
+        "fault_message": inert_line(fault.message),
+        "fault_id": inert_line(fault.id),
+        "instance_id": inert_line(fault.instance_id),
+        "source": inert_line(fault.source),
     }
+    if fault.host:
+        properties["host"] = inert_line(fault.host)
     if fault.details:
         properties["fault_details"] = readable_details(fault.details)
     return properties
@@ -274,7 +329,7 @@ def fault_history_table(faults: Sequence[fault_pb2.Fault], *, with_details: bool
     table = PrettyTable(columns)
     table.align = "l"
     for fault in faults:
-        row = [format_time(fault), fault.id, fault.source, fault.message]
+        row = [format_time(fault), *map(inert_line, (fault.id, fault.source, fault.message))]
         if with_details:
             row.append(readable_details(fault.details))
         table.add_row(row)
@@ -289,13 +344,36 @@ def format_time(fault: fault_pb2.Fault) -> str:
 
 
 def readable_details(details: str) -> str:
+    """Details as lines of a table cell, inert."""
     # The table prints one line per line of the value; tabs and carriage
     # returns would break its columns.
-    return details.replace("\r\n", "\n").replace("\r", "\n").expandtabs(4).rstrip("\n")
+    lines = details.replace("\r\n", "\n").replace("\r", "\n").expandtabs(4).rstrip("\n")
+    return "\n".join(map(inert_line, lines.split("\n")))
 
 
-def fault_json(fault: fault_pb2.Fault) -> str:
-    return json_format.MessageToJson(fault, preserving_proto_field_name=True, indent=2)
+def inert_line(text: str) -> str:
+    """`text` with every character that is not printable escaped as Python writes it (`\\x1b`).
+
+    What a terminal acts on (ESC, BEL, CR, C1 controls, bidirectional
+    overrides, line breaks) is all unprintable, so none of it reaches the
+    terminal as such.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
+def fault_dict(fault: fault_pb2.Fault) -> dict[str, Any]:
+    """The fault as JSON data, with the proto field names."""
+    return json_format.MessageToDict(fault, preserving_proto_field_name=True)
+
+
+def inert_json(data: Any) -> str:
+    # ensure_ascii escapes every character outside printable ASCII (\u001b).
+    return json.dumps(data, indent=2, ensure_ascii=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

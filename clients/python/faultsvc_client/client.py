@@ -1,11 +1,14 @@
 """A typed async client for faultsvc.
 
 A thin layer over the generated stub: it adds the caller's credentials and
-roles to every call, a default deadline, gRPC's own retries of UNAVAILABLE,
-and turns every failed call into one exception type, `FaultServiceError`.
+roles to every call, a deadline, gRPC's own retries of UNAVAILABLE, and
+turns every failed call into one exception type, `FaultServiceError`.
 
-    async with FaultServiceClient.connect("127.0.0.1:50051", roles=["admin"]) as client:
-        fault = await client.get_latest_fault(instance_id)
+    async with FaultServiceClient.connect("127.0.0.1:50051", token=token) as client:
+        fault = await client.get_latest_fault(instance_id, roles=["admin"], timeout=0.2)
+
+Roles, token and deadline are the client's own unless a call gives its own
+(`CallOptions`): one API process serves admins and tenants call after call.
 
 Create the client inside a running event loop: gRPC binds an aio channel to
 the loop it is created on.
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeAlias, TypedDict, TypeVar, Unpack
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -37,6 +40,26 @@ DEFAULT_TIMEOUT = 10.0
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
+
+
+# How much of each fault a read returns (AIP-157): FaultView.FAULT_VIEW_BASIC
+# leaves details out, FAULT_VIEW_FULL includes them for admins.
+FaultView = fault_service_pb2.FaultView
+View: TypeAlias = fault_service_pb2.FaultView.ValueType
+UNSPECIFIED = fault_service_pb2.FAULT_VIEW_UNSPECIFIED
+
+
+class CallOptions(TypedDict, total=False):
+    """What one call may set for itself; whatever it leaves out is the client's own.
+
+    `roles`: the caller's roles (keystone-style; an admin role sees the
+    admin-only fields); `token`: the bearer token; `timeout`: the call's
+    deadline in seconds (None: no deadline).
+    """
+
+    roles: Sequence[str]
+    token: str | None
+    timeout: float | None
 
 
 @dataclass(frozen=True)
@@ -70,6 +93,9 @@ class RetryPolicy:
                 ]
             }
         )
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -111,13 +137,25 @@ def _read(path: str | Path | None) -> bytes | None:
 
 
 def call_metadata(token: str | None, roles: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    """The metadata faultsvc reads: a bearer token and keystone-style roles."""
+    """The metadata faultsvc reads: a bearer token and keystone-style roles.
+
+    gRPC metadata carries printable ASCII only; anything else in a token or
+    a role is an INVALID_ARGUMENT `FaultServiceError` here, before the call.
+    """
     metadata: list[tuple[str, str]] = []
     if token:
         metadata.append(("authorization", f"Bearer {token}"))
     role_list = [role.strip() for role in roles if role.strip()]
     if role_list:
         metadata.append(("x-roles", ",".join(role_list)))
+    for key, value in metadata:
+        if not (value.isascii() and value.isprintable()):
+            # Not quoted: the value may be a credential.
+            what = "the token" if key == "authorization" else "a role"
+            raise FaultServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{what} holds characters gRPC metadata cannot carry (only printable ASCII)",
+            )
     return tuple(metadata)
 
 
@@ -163,7 +201,8 @@ class FaultServiceClient:
     ) -> None:
         self._channel = channel
         self._stub: FaultServiceAsyncStub = fault_service_pb2_grpc.FaultServiceStub(channel)
-        self._metadata = call_metadata(token, roles)
+        self._token = token
+        self._roles = tuple(roles)
         self._timeout = timeout
 
     @classmethod
@@ -175,14 +214,15 @@ class FaultServiceClient:
         roles: Sequence[str] = (),
         tls: TlsConfig | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = RetryPolicy(),
+        retry: RetryPolicy | None = DEFAULT_RETRY,
         max_reconnect_backoff: float = 5.0,
     ) -> Self:
         """A client on a new channel to `target` (HOST:PORT).
 
-        `timeout` is the default deadline of each call in seconds (None: no
-        deadline); `retry` is gRPC's retry of UNAVAILABLE (None: no retries).
-        The channel connects lazily, on the first call.
+        `token`, `roles` and `timeout` (the deadline of each call in seconds;
+        None: no deadline) hold for every call that does not give its own;
+        `retry` is gRPC's retry of UNAVAILABLE (None: no retries). The channel
+        connects lazily, on the first call.
         """
         options = channel_options(retry, max_reconnect_backoff, tls)
         if tls is None:
@@ -215,6 +255,7 @@ class FaultServiceClient:
         host: str = "",
         fault_id: str | None = None,
         occur_time: datetime | None = None,
+        **options: Unpack[CallOptions],
     ) -> fault_pb2.Fault:
         """Records a fault and returns it as stored.
 
@@ -232,19 +273,32 @@ class FaultServiceClient:
         )
         if occur_time is not None:
             request.occur_time.CopyFrom(timestamp_of(occur_time))
-        response = await self._call(self._stub.RecordFault, request)
+        response = await self._call(self._stub.RecordFault, request, options)
         return response.fault
 
-    async def get_latest_fault(self, instance_id: str) -> fault_pb2.Fault | None:
-        """The instance's newest fault, or None when it has none."""
-        request = fault_service_pb2.GetLatestFaultRequest(instance_id=instance_id)
-        response = await self._call(self._stub.GetLatestFault, request)
+    async def get_latest_fault(
+        self, instance_id: str, *, view: View = UNSPECIFIED, **options: Unpack[CallOptions]
+    ) -> fault_pb2.Fault | None:
+        """The instance's newest fault, or None when it has none; FULL view unless told."""
+        request = fault_service_pb2.GetLatestFaultRequest(instance_id=instance_id, view=view)
+        response = await self._call(self._stub.GetLatestFault, request, options)
         return response.fault if response.HasField("fault") else None
 
-    async def batch_get_latest_faults(self, instance_ids: Iterable[str]) -> list[fault_pb2.Fault]:
-        """The latest fault of each given instance that has one (at most 1,000 ids)."""
-        request = fault_service_pb2.BatchGetLatestFaultsRequest(instance_ids=list(instance_ids))
-        response = await self._call(self._stub.BatchGetLatestFaults, request)
+    async def batch_get_latest_faults(
+        self,
+        instance_ids: Iterable[str],
+        *,
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
+    ) -> list[fault_pb2.Fault]:
+        """The latest fault of each given instance that has one (at most 1,000 ids).
+
+        BASIC view (no details) unless told: what a list view shows.
+        """
+        request = fault_service_pb2.BatchGetLatestFaultsRequest(
+            instance_ids=list(instance_ids), view=view
+        )
+        response = await self._call(self._stub.BatchGetLatestFaults, request, options)
         return list(response.faults)
 
     async def list_faults(
@@ -253,38 +307,60 @@ class FaultServiceClient:
         *,
         page_size: int = 0,
         page_token: str = "",
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
     ) -> fault_service_pb2.ListFaultsResponse:
-        """One page of the instance's faults, newest first, and the next page's token."""
+        """One page of the instance's faults, newest first, and the next page's token.
+
+        FULL view unless told. A page may hold fewer than `page_size` faults
+        when more would not fit the server's response budget.
+        """
         request = fault_service_pb2.ListFaultsRequest(
-            instance_id=instance_id, page_size=page_size, page_token=page_token
+            instance_id=instance_id, page_size=page_size, page_token=page_token, view=view
         )
-        return await self._call(self._stub.ListFaults, request)
+        return await self._call(self._stub.ListFaults, request, options)
 
     async def iter_faults(
-        self, instance_id: str, *, page_size: int = 0
+        self,
+        instance_id: str,
+        *,
+        page_size: int = 0,
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
     ) -> AsyncIterator[fault_pb2.Fault]:
-        """Every fault of the instance, newest first, fetched a page at a time."""
+        """Every fault of the instance, newest first, fetched a page at a time.
+
+        `timeout` is the deadline of each page's call.
+        """
         page_token = ""
         while True:
-            page = await self.list_faults(instance_id, page_size=page_size, page_token=page_token)
+            page = await self.list_faults(
+                instance_id, page_size=page_size, page_token=page_token, view=view, **options
+            )
             for fault in page.faults:
                 yield fault
             if not page.next_page_token:
                 return
             page_token = page.next_page_token
 
-    async def clear_faults(self, instance_id: str) -> int:
+    async def clear_faults(self, instance_id: str, **options: Unpack[CallOptions]) -> int:
         """Clears the instance's faults; returns how many were cleared."""
         request = fault_service_pb2.ClearFaultsRequest(instance_id=instance_id)
-        response = await self._call(self._stub.ClearFaults, request)
+        response = await self._call(self._stub.ClearFaults, request, options)
         return response.cleared_count
 
     async def _call(
         self,
         method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
         request: _Request,
+        options: CallOptions,
     ) -> _Response:
+        metadata = call_metadata(
+            options.get("token", self._token), options.get("roles", self._roles)
+        )
         try:
-            return await method(request, metadata=self._metadata, timeout=self._timeout)
+            return await method(
+                request, metadata=metadata, timeout=options.get("timeout", self._timeout)
+            )
         except grpc.aio.AioRpcError as error:
             raise FaultServiceError.from_rpc_error(error) from error

@@ -1,18 +1,24 @@
 """The `faultsvc` oslo.messaging notifier driver: error notifications become faults.
 
-Enable it beside the service's other notification drivers:
+Enable it beside the service's other notification drivers (`driver` is a
+multi-valued option: one line per driver):
 
     [oslo_messaging_notifications]
-    driver = messagingv2,faultsvc
+    driver = messagingv2
+    driver = faultsvc
 
     [faultsvc]
     target = faultsvc.example:50051
+    safe_exception_types = nova.exception, trove.common.exception
 
 Every notification of priority ERROR or CRITICAL, or whose event type ends
 in `.error`, that names an instance is recorded as the instance's fault
 (see `faultsvc_client.notifications` for the payloads understood), with
-the notifier's publisher_id ("taskmanager.host1") as its source and host;
-the others are ignored at the cost of one comparison. Faults go through a
+the notifier's publisher_id ("taskmanager.host1", "nova-compute:host1") as
+its source and host; the others are ignored at the cost of one comparison.
+An exception's text is shown in the fault's message only if its type is
+declared in `safe_exception_types`; otherwise its class name is, and the
+text goes to the admin-only details. Faults go through a
 `SyncFaultReporter`, so a notification never waits for faultsvc, and one
 sent while faultsvc is down is delivered when it is back.
 
@@ -59,6 +65,13 @@ OPTS = [
         help="The component named in faults whose notification has no publisher_id. "
         "Unset: the process name.",
     ),
+    cfg.ListOpt(
+        "safe_exception_types",
+        default=[],
+        help="Exceptions whose text tenants may read in a fault's message: qualified "
+        "class names or modules, as in nova.exception, trove.common.exception. Any other "
+        "exception is shown by its class name, its text in the admin-only details.",
+    ),
     cfg.IntOpt(
         "queue_size",
         default=1000,
@@ -94,6 +107,7 @@ def reporter_from_config(conf: cfg.ConfigOpts) -> SyncFaultReporter:
         tls=tls,
         source=options.source,
         max_queue_size=options.queue_size,
+        safe_exception_types=options.safe_exception_types,
     )
 
 

@@ -32,7 +32,7 @@ import random
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -43,8 +43,9 @@ import grpc
 from faultsvc_client.client import DEFAULT_TARGET, FaultServiceClient, TlsConfig
 from faultsvc_client.errors import FaultServiceError
 from faultsvc_client.fault_info import (
-    exception_details,
-    exception_message,
+    SafeExceptionTypes,
+    describe_exception,
+    message_and_details,
     process_name,
     truncate_details_for_transport,
     truncate_message_for_transport,
@@ -125,10 +126,14 @@ class FaultReporting:
     """
 
     def __init__(
-        self, report_exception: Callable[[str, BaseException], object], instance_id: str
+        self,
+        report_exception: Callable[[str, BaseException, str | None], object],
+        instance_id: str,
+        message: str | None = None,
     ) -> None:
         self._report_exception = report_exception
         self._instance_id = instance_id
+        self._message = message
 
     def __enter__(self) -> None:
         return None
@@ -140,7 +145,7 @@ class FaultReporting:
         traceback: TracebackType | None,
     ) -> Literal[False]:
         if isinstance(exc, Exception):
-            self._report_exception(self._instance_id, exc)
+            self._report_exception(self._instance_id, exc, self._message)
         return False
 
     async def __aenter__(self) -> None:
@@ -179,6 +184,11 @@ class FaultReporter:
     thread and never raise. `start`, `flush` and `close` are coroutines of
     the event loop the reporter runs on; `SyncFaultReporter` gives threaded
     code its own loop.
+
+    `safe_exception_types` declares the exceptions whose text a tenant may
+    read (see `SafeExceptionTypes`): the service's own user-facing errors,
+    by class, qualified name or module ("trove.common.exception"). Any other
+    exception is reported by its class name, its text in the details.
     """
 
     def __init__(
@@ -192,12 +202,14 @@ class FaultReporter:
         max_queue_size: int = 1_000,
         backoff: Backoff = DEFAULT_BACKOFF,
         call_timeout: float = 5.0,
+        safe_exception_types: Iterable[str | type[BaseException]] = (),
     ) -> None:
         if max_queue_size < 1:
             raise ValueError("max_queue_size must be at least 1")
         self.target = target
         self.source = source if source is not None else process_name()
         self.host = host if host is not None else socket.gethostname()
+        self.safe_exception_types = SafeExceptionTypes(safe_exception_types)
         self.stats = ReporterStats()
         self._token = token
         self._tls = tls
@@ -253,13 +265,14 @@ class FaultReporter:
         """Delivers what it can within `timeout` seconds, then stops.
 
         Faults still queued then are lost (and logged); faults reported after
-        close are dropped.
+        close are dropped. A reporter never started starts now if faults
+        were reported to it, so that they are delivered too.
         """
         if self._closed:
             return
         self._closed = True
         if self._task is None and self._queue:
-            LOG.warning("closing a reporter never started: %d fault(s) lost", len(self._queue))
+            await self.start()
         if self._task is not None and not await self.flush(timeout):
             LOG.warning(
                 "closing with %d fault(s) not delivered to faultsvc at %s",
@@ -315,18 +328,27 @@ class FaultReporter:
             return None
         return fault.fault_id
 
-    def report_exception(self, instance_id: str, exc: BaseException) -> str | None:
-        """Queues the exception as a fault: its message, and its traceback as details."""
+    def report_exception(
+        self, instance_id: str, exc: BaseException, message: str | None = None
+    ) -> str | None:
+        """Queues the exception as a fault, its text and traceback as details.
+
+        The message is `message` if given, else the exception's text if its
+        type is declared safe to show, else its class name.
+        """
         try:
-            message, details = exception_message(exc), exception_details(exc)
+            shown, details = message_and_details(describe_exception(exc), self.safe_exception_types)
         except Exception:
             LOG.exception("could not describe %r as a fault", type(exc))
-            message, details = type(exc).__name__, ""
-        return self.report(instance_id, message, details)
+            shown, details = type(exc).__name__, ""
+        return self.report(instance_id, message or shown, details)
 
-    def reporting(self, instance_id: str) -> FaultReporting:
-        """A context manager and decorator that reports an escaping exception."""
-        return FaultReporting(self.report_exception, instance_id)
+    def reporting(self, instance_id: str, message: str | None = None) -> FaultReporting:
+        """A context manager and decorator that reports an escaping exception.
+
+        `message`, if given, is the fault's message, as for `report_exception`.
+        """
+        return FaultReporting(self.report_exception, instance_id, message)
 
     def _now(self) -> datetime:
         # Strictly increasing, so faults reported in the same microsecond (or

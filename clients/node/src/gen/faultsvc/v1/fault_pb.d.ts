@@ -71,7 +71,8 @@ export declare type Fault = Message<"faultsvc.v1.Fault"> & {
   source: string;
 
   /**
-   * The host the reporting component runs on.
+   * The host the reporting component runs on. Only admins receive it: the
+   * instance's owner does not learn the infrastructure.
    *
    * @generated from field: string host = 8;
    */

@@ -2,7 +2,7 @@
 // @generated from file faultsvc/v1/fault_service.proto (package faultsvc.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Fault } from "./fault_pb.js";
@@ -112,6 +112,13 @@ export declare type GetLatestFaultRequest = Message<"faultsvc.v1.GetLatestFaultR
    * @generated from field: string instance_id = 1;
    */
   instanceId: string;
+
+  /**
+   * How much of the fault to return; FULL when unspecified.
+   *
+   * @generated from field: faultsvc.v1.FaultView view = 2;
+   */
+  view: FaultView;
 };
 
 /**
@@ -152,6 +159,15 @@ export declare type BatchGetLatestFaultsRequest = Message<"faultsvc.v1.BatchGetL
    * @generated from field: repeated string instance_ids = 1;
    */
   instanceIds: string[];
+
+  /**
+   * How much of each fault to return; BASIC when unspecified, as a list view
+   * needs. With FULL, a response over the server's response budget is
+   * RESOURCE_EXHAUSTED: ask for fewer instances at a time.
+   *
+   * @generated from field: faultsvc.v1.FaultView view = 2;
+   */
+  view: FaultView;
 };
 
 /**
@@ -208,6 +224,13 @@ export declare type ListFaultsRequest = Message<"faultsvc.v1.ListFaultsRequest">
    * @generated from field: string page_token = 3;
    */
   pageToken: string;
+
+  /**
+   * How much of each fault to return; FULL when unspecified.
+   *
+   * @generated from field: faultsvc.v1.FaultView view = 4;
+   */
+  view: FaultView;
 };
 
 /**
@@ -223,7 +246,8 @@ export declare const ListFaultsRequestSchema: GenMessage<ListFaultsRequest>;
  */
 export declare type ListFaultsResponse = Message<"faultsvc.v1.ListFaultsResponse"> & {
   /**
-   * The faults of the page, newest first.
+   * The faults of the page, newest first. A page holds fewer than
+   * `page_size` faults when more would not fit the server's response budget.
    *
    * @generated from field: repeated faultsvc.v1.Fault faults = 1;
    */
@@ -284,10 +308,46 @@ export declare type ClearFaultsResponse = Message<"faultsvc.v1.ClearFaultsRespon
 export declare const ClearFaultsResponseSchema: GenMessage<ClearFaultsResponse>;
 
 /**
+ * How much of each fault a read returns (AIP-157).
+ *
+ * @generated from enum faultsvc.v1.FaultView
+ */
+export enum FaultView {
+  /**
+   * The RPC's default: FULL, except for BatchGetLatestFaults (BASIC).
+   *
+   * @generated from enum value: FAULT_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Every field but `details`, which is not even read from the database.
+   *
+   * @generated from enum value: FAULT_VIEW_BASIC = 1;
+   */
+  BASIC = 1,
+
+  /**
+   * Every field the caller may see: `details` for admins. For callers that
+   * are not admins it is the same as BASIC.
+   *
+   * @generated from enum value: FAULT_VIEW_FULL = 2;
+   */
+  FULL = 2,
+}
+
+/**
+ * Describes the enum faultsvc.v1.FaultView.
+ */
+export declare const FaultViewSchema: GenEnum<FaultView>;
+
+/**
  * Records the faults of database instances and tells their latest fault.
  *
  * Callers whose `x-roles` metadata does not hold an admin role receive every
- * field marked `admin_only` (such as `Fault.details`) cleared.
+ * field marked `admin_only` (such as `Fault.details` and `Fault.host`)
+ * cleared. Every response fits the server's response budget (2 MiB by
+ * default), well under the 4 MiB a gRPC client accepts by default.
  *
  * @generated from service faultsvc.v1.FaultService
  */

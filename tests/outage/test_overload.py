@@ -1,0 +1,113 @@
+"""A stalled database under load: a bounded queue, and no write for a caller who gave up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+import sqlalchemy as sa
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from faultsvc.app import build_server
+from faultsvc.config import Settings
+from faultsvc.v1 import fault_service_pb2 as pb
+from faultsvc.v1 import fault_service_pb2_grpc
+from tests.support.mariadb import PrivateMariaDB
+
+WAITING = 5
+
+
+def retry_delay_of(error: grpc.aio.AioRpcError) -> float | None:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status else ():
+        retry_info = error_details_pb2.RetryInfo()
+        if detail.Unpack(retry_info):
+            return float(retry_info.retry_delay.ToNanoseconds()) / 1e9
+    return None
+
+
+def stored_messages(mariadb: PrivateMariaDB, url: str) -> list[str]:
+    with mariadb.connect(sa.make_url(url).database) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT message FROM instance_faults")
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+async def test_a_stalled_database_turns_calls_away_at_once_beyond_the_queue_bound(
+    mariadb: PrivateMariaDB, private_url: str
+) -> None:
+    settings = Settings(
+        listen="127.0.0.1:0",
+        database_url=private_url,
+        database_timeout_seconds=5.0,
+        max_waiting_calls=WAITING,
+        grace_seconds=1,
+    )
+    server = await build_server(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
+            await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="before"))
+            mariadb.freeze()
+            try:
+                calls = [
+                    asyncio.ensure_future(
+                        stub.RecordFault(
+                            pb.RecordFaultRequest(instance_id="i-1", message=f"stalled {n}")
+                        )
+                    )
+                    for n in range(1 + WAITING)  # one batch in flight, the rest waiting
+                ]
+                await asyncio.sleep(0.5)
+                started = time.monotonic()
+                with pytest.raises(grpc.aio.AioRpcError) as turned_away:
+                    await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="x"))
+                assert time.monotonic() - started < 0.5
+                assert turned_away.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert retry_delay_of(turned_away.value)
+                await asyncio.gather(*calls, return_exceptions=True)
+            finally:
+                mariadb.thaw()
+    finally:
+        await server.stop()
+
+
+async def test_writes_whose_callers_gave_up_while_waiting_are_never_stored(
+    mariadb: PrivateMariaDB, private_url: str
+) -> None:
+    settings = Settings(
+        listen="127.0.0.1:0",
+        database_url=private_url,
+        database_timeout_seconds=3.0,
+        grace_seconds=1,
+    )
+    server = await build_server(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
+            await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="before"))
+            mariadb.freeze()
+            try:
+                in_flight = asyncio.ensure_future(
+                    stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="first"))
+                )
+                await asyncio.sleep(0.2)  # its batch is on the frozen connection now
+                for n in range(3):
+                    with pytest.raises(grpc.aio.AioRpcError) as gave_up:
+                        await stub.RecordFault(
+                            pb.RecordFaultRequest(instance_id="i-1", message=f"gave up {n}"),
+                            timeout=0.3,
+                        )
+                    assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            finally:
+                mariadb.thaw()
+            await asyncio.gather(in_flight, return_exceptions=True)
+            after = pb.RecordFaultRequest(instance_id="i-1", message="after")
+            await stub.RecordFault(after, timeout=10)
+    finally:
+        await server.stop()
+    assert set(stored_messages(mariadb, private_url)) <= {"before", "first", "after"}
