@@ -35,8 +35,8 @@ from tests.robustness.wire import (
 )
 from tests.support.calls import ADMIN, Stub, bad_request_fields, record
 from tests.support.latency import HEALTH_CHECK_BOUND_SECONDS, slowest_health_check_during
+from tests.support.rpcs import SERVICE
 
-SERVICE = pb.DESCRIPTOR.services_by_name["FaultService"]
 PREFIX = f"/{SERVICE.full_name}/"
 
 # A valid request of every RPC; the tests append bad fields to its bytes (the

@@ -16,11 +16,10 @@ from faultsvc.app import FaultServer
 from faultsvc.policy.auth import INVALID_TOKEN, MALFORMED_TOKEN, MISSING_TOKEN
 from faultsvc.v1 import fault_service_pb2 as pb
 from faultsvc.v1 import fault_service_pb2_grpc
-from tests.integration.test_redaction import REQUESTS, SERVICE
 from tests.security.conftest import ADMIN_TOKEN, FORWARDING_TOKEN, READER_TOKEN, bearer
 from tests.support.calls import Metadata, Stub
+from tests.support.rpcs import METHODS, REQUESTS, SERVICE
 
-METHODS = [method.name for method in SERVICE.methods]
 WRONG_TOKEN = "not-a-configured-token-5f6e7d8c9b0a"
 
 

@@ -15,15 +15,14 @@ from sqlalchemy.engine import make_url
 
 from faultsvc.v1 import fault_service_pb2 as pb
 from faultsvc.v1 import fault_service_pb2_grpc
-from tests.integration.test_redaction import REQUESTS, SERVICE
 from tests.support.calls import Stub
 from tests.support.databases import mysql_admin_connection
+from tests.support.rpcs import METHODS, REQUESTS
 from tests.support.servers import ServerProcess
 
 # The details of every fault these tests record; it must never come back but to admins.
 SECRET_DETAILS = "Traceback: only-admins-may-read-this-frame"
 TOO_LONG_ID = "i" * 65
-METHODS = [method.name for method in SERVICE.methods]
 
 
 def failing(method: str) -> Message:

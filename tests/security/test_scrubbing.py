@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from faultsvc.config import load_settings
 from faultsvc.v1 import fault_service_pb2 as pb
-from tests.security.test_scrub import LEAKS
 from tests.support.calls import ADMIN, Stub, stub_of
+from tests.support.leaks import LEAKS
 from tests.support.servers import MakeServer
 
 TRACEBACK, TRACEBACK_SECRETS = LEAKS["trove guest agent: mysql -p in a ProcessExecutionError"]
