@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
-import grpc
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from faultsvc.app import FaultServer, build_server
+from faultsvc.app import FaultServer
 from faultsvc.config import Settings
 from faultsvc.storage.engine import create_engine
 from faultsvc.storage.migrate import upgrade_to_head
-from faultsvc.v1 import fault_service_pb2_grpc
-from tests.support.calls import Stub
+from tests.support.calls import Stub, stub_of
 from tests.support.databases import BACKENDS, fresh_database
+from tests.support.servers import MakeServer, running_server
 
 
 @pytest.fixture(params=BACKENDS)
@@ -42,13 +43,26 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 async def server(settings: Settings) -> AsyncIterator[FaultServer]:
     """The real server, built by the composition root, on a free port."""
-    server = await build_server(settings)
-    await server.start()
-    yield server
-    await server.stop()
+    async with running_server(settings) as server:
+        yield server
+
+
+@pytest.fixture
+async def make_server(settings: Settings) -> AsyncIterator[MakeServer]:
+    """Starts servers on the test's database with some settings changed; stops them after it.
+
+    `server = await make_server(max_response_bytes=1024)`
+    """
+    async with AsyncExitStack() as servers:
+
+        async def make(**overrides: Any) -> FaultServer:
+            changed = Settings(**(settings.model_dump() | overrides))
+            return await servers.enter_async_context(running_server(changed))
+
+        yield make
 
 
 @pytest.fixture
 async def stub(server: FaultServer) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(server.target) as channel:
-        yield fault_service_pb2_grpc.FaultServiceStub(channel)
+    async with stub_of(server.target) as stub:
+        yield stub

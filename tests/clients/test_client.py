@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 
+from faultsvc.app import FaultServer
 from faultsvc_client import CallOptions, FaultServiceClient, FaultServiceError, RetryPolicy
-from faultsvc_client.client import SERVICE_NAME, call_metadata
-from tests.support.servers import free_port
+from faultsvc_client.client import call_metadata
+from tests.support.databases import writes_locked
+from tests.support.servers import MakeServer, free_port
 
 TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom'
+# How long the server's writes wait for a locked table, then answer UNAVAILABLE.
+LOCK_WAIT_SECONDS = 0.5
 
 
 def new_instance() -> str:
@@ -196,10 +200,40 @@ async def test_a_role_too_long_for_metadata_is_refused_not_sent(
     assert failure.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_retry_policy_retries_unavailable_calls_of_the_service() -> None:
-    config = json.loads(RetryPolicy(max_attempts=4).service_config())
-    (method_config,) = config["methodConfig"]
-    assert method_config["name"] == [{"service": SERVICE_NAME}]
-    assert SERVICE_NAME == "faultsvc.v1.FaultService"
-    assert method_config["retryPolicy"]["maxAttempts"] == 4
-    assert method_config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+def record_fault_answers(server: FaultServer, code: grpc.StatusCode) -> int:
+    """How many RecordFault calls the server answered with `code`: one per attempt."""
+    samples = server.metrics_registry.get_sample_value(
+        "faultsvc_rpc_requests_total", {"method": "RecordFault", "code": code.name}
+    )
+    return int(samples or 0)
+
+
+async def test_a_call_answered_unavailable_is_retried_until_it_is_recorded(
+    make_server: MakeServer, database_url: str
+) -> None:
+    server = await make_server(database_timeout_seconds=LOCK_WAIT_SECONDS)
+    instance = new_instance()
+    async with FaultServiceClient.connect(server.target, retry=RetryPolicy()) as client:
+        with writes_locked(database_url):
+            recording = asyncio.ensure_future(client.record_fault(instance, "retried"))
+            async with asyncio.timeout(10):
+                while not record_fault_answers(server, grpc.StatusCode.UNAVAILABLE):
+                    assert not recording.done(), recording
+                    await asyncio.sleep(0.01)
+        fault = await recording
+        assert [f.id async for f in client.iter_faults(instance)] == [fault.id]
+    assert record_fault_answers(server, grpc.StatusCode.OK) == 1
+
+
+@pytest.mark.parametrize(
+    ("retry", "attempts"), [(None, 1), (RetryPolicy(max_attempts=3), 3)], ids=["none", "three"]
+)
+async def test_a_call_is_tried_as_often_as_its_retry_policy_says_then_unavailable(
+    make_server: MakeServer, database_url: str, retry: RetryPolicy | None, attempts: int
+) -> None:
+    server = await make_server(database_timeout_seconds=LOCK_WAIT_SECONDS)
+    async with FaultServiceClient.connect(server.target, retry=retry) as client:
+        with writes_locked(database_url), pytest.raises(FaultServiceError) as failure:
+            await client.record_fault(new_instance(), "never recorded")
+    assert failure.value.code is grpc.StatusCode.UNAVAILABLE
+    assert record_fault_answers(server, grpc.StatusCode.UNAVAILABLE) == attempts

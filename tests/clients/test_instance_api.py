@@ -30,7 +30,7 @@ import pytest
 
 from faultsvc_client import SyncFaultServiceClient
 from tests.clients.processes import CHILD_TIMEOUT, ROOT, frozen, python_env
-from tests.integration.test_observability import scrape
+from tests.support.metrics import scrape
 from tests.support.servers import ServerProcess, free_port
 
 pytest.importorskip("eventlet")

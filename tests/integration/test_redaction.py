@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 import pytest
 from google.protobuf.message import Message
@@ -11,22 +10,7 @@ from google.protobuf.message import Message
 from faultsvc.v1 import fault_service_pb2 as pb
 from tests.support.calls import Metadata, Stub, record
 from tests.support.redaction import admin_only_values
-
-SERVICE = pb.DESCRIPTOR.services_by_name["FaultService"]
-
-# One request per RPC, for an instance that has faults. A new RPC fails
-# test_every_rpc_has_a_request until it is added here, and is then covered.
-REQUESTS: dict[str, Callable[[str], Message]] = {
-    "RecordFault": lambda instance: pb.RecordFaultRequest(
-        instance_id=instance, message="again", details="Traceback: secret frame", host="tm-1"
-    ),
-    "GetLatestFault": lambda instance: pb.GetLatestFaultRequest(instance_id=instance),
-    "BatchGetLatestFaults": lambda instance: pb.BatchGetLatestFaultsRequest(
-        instance_ids=[instance, str(uuid.uuid4())], view=pb.FAULT_VIEW_FULL
-    ),
-    "ListFaults": lambda instance: pb.ListFaultsRequest(instance_id=instance, page_size=1),
-    "ClearFaults": lambda instance: pb.ClearFaultsRequest(instance_id=instance),
-}
+from tests.support.rpcs import METHODS, REQUESTS
 
 NOT_ADMIN: list[Metadata] = [
     None,
@@ -45,7 +29,7 @@ ADMIN: list[Metadata] = [
 
 
 def test_every_rpc_has_a_request() -> None:
-    assert set(REQUESTS) == {method.name for method in SERVICE.methods}
+    assert set(REQUESTS) == set(METHODS)
 
 
 async def call(stub: Stub, method: str, metadata: Metadata) -> Message:
@@ -57,7 +41,7 @@ async def call(stub: Stub, method: str, metadata: Metadata) -> Message:
 
 
 @pytest.mark.parametrize("metadata", NOT_ADMIN)
-@pytest.mark.parametrize("method", [method.name for method in SERVICE.methods])
+@pytest.mark.parametrize("method", METHODS)
 async def test_non_admin_never_sees_details_on_any_rpc(
     stub: Stub, method: str, metadata: Metadata
 ) -> None:

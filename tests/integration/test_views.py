@@ -10,11 +10,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from faultsvc.app import FaultServer, build_server
-from faultsvc.config import Settings
+from faultsvc.app import FaultServer
 from faultsvc.v1 import fault_service_pb2 as pb
-from faultsvc.v1 import fault_service_pb2_grpc
-from tests.support.calls import ADMIN, Stub, bad_request_fields, record
+from tests.support.calls import ADMIN, Stub, bad_request_fields, record, stub_of
+from tests.support.servers import MakeServer
 
 DETAILS = "Traceback (most recent call last):\n" + "x" * 65_000
 GRPC_DEFAULT_LIMIT = 4 * 1024 * 1024
@@ -140,14 +139,10 @@ async def test_an_admin_page_of_large_faults_ends_early_and_the_pages_hold_them_
 
 
 @pytest.fixture
-async def small_budget_stub(settings: Settings) -> AsyncIterator[Stub]:
-    server = await build_server(settings.model_copy(update={"max_response_bytes": SMALL_BUDGET}))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            yield fault_service_pb2_grpc.FaultServiceStub(channel)
-    finally:
-        await server.stop()
+async def small_budget_stub(make_server: MakeServer) -> AsyncIterator[Stub]:
+    server = await make_server(max_response_bytes=SMALL_BUDGET)
+    async with stub_of(server.target) as stub:
+        yield stub
 
 
 async def test_a_full_batch_over_the_budget_is_refused_saying_what_to_do(

@@ -8,24 +8,21 @@ open and nothing answers, as behind a dead network link), then brought back.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 import sqlalchemy as sa
 
-from faultsvc.app import build_server
 from faultsvc.config import Settings
 from faultsvc.storage.engine import create_engine
 from faultsvc.v1 import fault_service_pb2 as pb
-from faultsvc.v1 import fault_service_pb2_grpc
-from tests.support.databases import sqlite_url
+from tests.support.calls import stub_of
+from tests.support.databases import writes_locked
 from tests.support.load import HealthWatch, Load
 from tests.support.mariadb import PrivateMariaDB
-from tests.support.servers import ServerProcess
+from tests.support.servers import MakeServer, ServerProcess, running_server
 
 DATABASE_TIMEOUT = 2.0
 SERVER_ENV = {
@@ -139,75 +136,47 @@ async def test_a_frozen_database_cannot_hold_a_call_past_the_timeout(
         health_check_seconds=60,
         grace_seconds=1,
     )
-    server = await build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
-            first = await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="a"))
-            mariadb.freeze()
-            try:
-                for call in (
-                    stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="b")),
-                    stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id="i-1")),
-                    stub.ListFaults(pb.ListFaultsRequest(instance_id="i-1")),
-                ):
-                    started = time.monotonic()
-                    with pytest.raises(grpc.aio.AioRpcError) as failure:
-                        await call
-                    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
-                    assert time.monotonic() - started < 2 * settings.database_timeout_seconds + 1
-            finally:
-                mariadb.thaw()
-            latest = await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id="i-1"))
-            history = await stub.ListFaults(pb.ListFaultsRequest(instance_id="i-1"))
-            third = await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="c"))
-        assert latest.fault.id == first.fault.id
-        assert [fault.message for fault in history.faults] == ["a"]
-        assert third.fault.message == "c"
-    finally:
-        await server.stop()
+    async with running_server(settings) as server, stub_of(server.target) as stub:
+        first = await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="a"))
+        mariadb.freeze()
+        try:
+            for call in (
+                stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="b")),
+                stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id="i-1")),
+                stub.ListFaults(pb.ListFaultsRequest(instance_id="i-1")),
+            ):
+                started = time.monotonic()
+                with pytest.raises(grpc.aio.AioRpcError) as failure:
+                    await call
+                assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert time.monotonic() - started < 2 * settings.database_timeout_seconds + 1
+        finally:
+            mariadb.thaw()
+        latest = await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id="i-1"))
+        history = await stub.ListFaults(pb.ListFaultsRequest(instance_id="i-1"))
+        third = await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="c"))
+    assert latest.fault.id == first.fault.id
+    assert [fault.message for fault in history.faults] == ["a"]
+    assert third.fault.message == "c"
 
 
-@pytest.fixture
-async def sqlite_server_stub(
-    tmp_path: Path,
-) -> AsyncIterator[fault_service_pb2_grpc.FaultServiceAsyncStub]:
-    settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=sqlite_url(tmp_path),
-        database_timeout_seconds=1.0,
-        grace_seconds=1,
-    )
-    server = await build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            yield fault_service_pb2_grpc.FaultServiceStub(channel)
-    finally:
-        await server.stop()
-
-
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_locked_sqlite_file_makes_writes_unavailable_not_stuck(
-    sqlite_server_stub: fault_service_pb2_grpc.FaultServiceAsyncStub, tmp_path: Path
+    make_server: MakeServer, database_url: str
 ) -> None:
     """SQLite has no server to lose; what stops its writes is another process's lock."""
-    stub = sqlite_server_stub
-    first = await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="a"))
-    holder = sqlite3.connect(tmp_path / "faults.db", isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
-        started = time.monotonic()
-        with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="b"))
-        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert time.monotonic() - started < 3.0
-        # Readers are not held up by a writer (WAL).
+    server = await make_server(database_timeout_seconds=1.0, grace_seconds=1)
+    async with stub_of(server.target) as stub:
+        first = await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="a"))
+        with writes_locked(database_url):
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="b"))
+            assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert time.monotonic() - started < 3.0
+            # Readers are not held up by a writer (WAL).
+            latest = await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id="i-1"))
+            assert latest.fault.id == first.fault.id
+        second = await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="b"))
         latest = await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id="i-1"))
-        assert latest.fault.id == first.fault.id
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    second = await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="b"))
-    latest = await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id="i-1"))
     assert latest.fault.id == second.fault.id

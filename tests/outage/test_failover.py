@@ -13,20 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pymysql
 import pytest
-from sqlalchemy.engine import make_url
 
-from faultsvc.app import build_server
 from faultsvc.config import Settings, load_settings
 from faultsvc.storage.failover import DatabaseEndpoints
 from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.v1 import fault_service_pb2 as pb
-from faultsvc.v1 import fault_service_pb2_grpc
-from tests.support.databases import fresh_mariadb_database
+from tests.support.calls import stub_of
+from tests.support.databases import fresh_mariadb_database, mysql_connection, writes_locked
 from tests.support.load import HealthWatch
 from tests.support.mariadb import PrivateMariaDB
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, running_server
 
 
 def test_one_url_is_one_endpoint() -> None:
@@ -63,25 +60,10 @@ def shared_url() -> Iterator[str]:
         yield url
 
 
-def connect(url: str) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
-    parsed = make_url(url)
-    return pymysql.connect(
-        host=parsed.host,
-        port=parsed.port or 3306,
-        user=parsed.username,
-        password=parsed.password or "",
-        database=parsed.database,
-    )
-
-
 def ids_in(url: str) -> set[str]:
-    connection = connect(url)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT id FROM instance_faults")
-            return {row[0] for row in cursor.fetchall()}
-    finally:
-        connection.close()
+    with mysql_connection(url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM instance_faults")
+        return {row[0] for row in cursor.fetchall()}
 
 
 async def migrate(*urls: str) -> None:
@@ -105,8 +87,7 @@ async def test_writes_fail_over_to_the_next_endpoint_and_come_back_to_the_first(
     ) as server:
         health = HealthWatch(server.target)
         watching = asyncio.create_task(health.run())
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
+        async with stub_of(server.target) as stub:
 
             async def record(message: str) -> str:
                 request = pb.RecordFaultRequest(instance_id="i-1", message=message)
@@ -144,25 +125,15 @@ async def test_a_lock_wait_is_unavailable_but_never_a_failover(
         health_check_seconds=60,
         grace_seconds=1,
     )
-    server = await build_server(settings)
-    await server.start()
-    locker = connect(private_url)
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
-            request = pb.RecordFaultRequest(instance_id="i-1", message="m")
-            with locker.cursor() as cursor:
-                cursor.execute("LOCK TABLES instance_faults WRITE")
-                for _ in range(3):
-                    with pytest.raises(grpc.aio.AioRpcError) as failure:
-                        await stub.RecordFault(request, timeout=10)
-                    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
-                await asyncio.sleep(1.5)  # the endpoint's ping has answered by now
-                cursor.execute("UNLOCK TABLES")
-            after = (await stub.RecordFault(request, timeout=10)).fault.id
-    finally:
-        locker.close()
-        await server.stop()
+    async with running_server(settings) as server, stub_of(server.target) as stub:
+        request = pb.RecordFaultRequest(instance_id="i-1", message="m")
+        with writes_locked(private_url):
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as failure:
+                    await stub.RecordFault(request, timeout=10)
+                assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+            await asyncio.sleep(1.5)  # the endpoint's ping has answered by now
+        after = (await stub.RecordFault(request, timeout=10)).fault.id
     assert after in ids_in(private_url)
     assert not ids_in(shared_url)
 
@@ -178,23 +149,17 @@ async def test_a_frozen_endpoint_is_left_for_the_next_one_without_waiting_for_th
         health_check_seconds=60,  # the periodic probe plays no part
         grace_seconds=1,
     )
-    server = await build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
-            request = pb.RecordFaultRequest(instance_id="i-1", message="m")
-            await stub.RecordFault(request, timeout=10)
-            mariadb.freeze()
-            try:
-                # UNAVAILABLE, or already written to the next endpoint when the
-                # ping failed within the call's own timeout.
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    await stub.RecordFault(request, timeout=10)
-                await asyncio.sleep(1.5)  # the ping's own timeout
-                moved = (await stub.RecordFault(request, timeout=10)).fault.id
-            finally:
-                mariadb.thaw()
-    finally:
-        await server.stop()
+    async with running_server(settings) as server, stub_of(server.target) as stub:
+        request = pb.RecordFaultRequest(instance_id="i-1", message="m")
+        await stub.RecordFault(request, timeout=10)
+        mariadb.freeze()
+        try:
+            # UNAVAILABLE, or already written to the next endpoint when the
+            # ping failed within the call's own timeout.
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await stub.RecordFault(request, timeout=10)
+            await asyncio.sleep(1.5)  # the ping's own timeout
+            moved = (await stub.RecordFault(request, timeout=10)).fault.id
+        finally:
+            mariadb.thaw()
     assert moved in ids_in(shared_url)

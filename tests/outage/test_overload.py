@@ -11,11 +11,11 @@ import sqlalchemy as sa
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from faultsvc.app import build_server
 from faultsvc.config import Settings
 from faultsvc.v1 import fault_service_pb2 as pb
-from faultsvc.v1 import fault_service_pb2_grpc
+from tests.support.calls import stub_of
 from tests.support.mariadb import PrivateMariaDB
+from tests.support.servers import running_server
 
 WAITING = 5
 
@@ -45,34 +45,28 @@ async def test_a_stalled_database_turns_calls_away_at_once_beyond_the_queue_boun
         max_waiting_calls=WAITING,
         grace_seconds=1,
     )
-    server = await build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
-            await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="before"))
-            mariadb.freeze()
-            try:
-                calls = [
-                    asyncio.ensure_future(
-                        stub.RecordFault(
-                            pb.RecordFaultRequest(instance_id="i-1", message=f"stalled {n}")
-                        )
+    async with running_server(settings) as server, stub_of(server.target) as stub:
+        await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="before"))
+        mariadb.freeze()
+        try:
+            calls = [
+                asyncio.ensure_future(
+                    stub.RecordFault(
+                        pb.RecordFaultRequest(instance_id="i-1", message=f"stalled {n}")
                     )
-                    for n in range(1 + WAITING)  # one batch in flight, the rest waiting
-                ]
-                await asyncio.sleep(0.5)
-                started = time.monotonic()
-                with pytest.raises(grpc.aio.AioRpcError) as turned_away:
-                    await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="x"))
-                assert time.monotonic() - started < 0.5
-                assert turned_away.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert retry_delay_of(turned_away.value)
-                await asyncio.gather(*calls, return_exceptions=True)
-            finally:
-                mariadb.thaw()
-    finally:
-        await server.stop()
+                )
+                for n in range(1 + WAITING)  # one batch in flight, the rest waiting
+            ]
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as turned_away:
+                await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="x"))
+            assert time.monotonic() - started < 0.5
+            assert turned_away.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert retry_delay_of(turned_away.value)
+            await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            mariadb.thaw()
 
 
 async def test_writes_whose_callers_gave_up_while_waiting_are_never_stored(
@@ -84,30 +78,24 @@ async def test_writes_whose_callers_gave_up_while_waiting_are_never_stored(
         database_timeout_seconds=3.0,
         grace_seconds=1,
     )
-    server = await build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
-            await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="before"))
-            mariadb.freeze()
-            try:
-                in_flight = asyncio.ensure_future(
-                    stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="first"))
-                )
-                await asyncio.sleep(0.2)  # its batch is on the frozen connection now
-                for n in range(3):
-                    with pytest.raises(grpc.aio.AioRpcError) as gave_up:
-                        await stub.RecordFault(
-                            pb.RecordFaultRequest(instance_id="i-1", message=f"gave up {n}"),
-                            timeout=0.3,
-                        )
-                    assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            finally:
-                mariadb.thaw()
-            await asyncio.gather(in_flight, return_exceptions=True)
-            after = pb.RecordFaultRequest(instance_id="i-1", message="after")
-            await stub.RecordFault(after, timeout=10)
-    finally:
-        await server.stop()
+    async with running_server(settings) as server, stub_of(server.target) as stub:
+        await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="before"))
+        mariadb.freeze()
+        try:
+            in_flight = asyncio.ensure_future(
+                stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="first"))
+            )
+            await asyncio.sleep(0.2)  # its batch is on the frozen connection now
+            for n in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as gave_up:
+                    await stub.RecordFault(
+                        pb.RecordFaultRequest(instance_id="i-1", message=f"gave up {n}"),
+                        timeout=0.3,
+                    )
+                assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            mariadb.thaw()
+        await asyncio.gather(in_flight, return_exceptions=True)
+        after = pb.RecordFaultRequest(instance_id="i-1", message="after")
+        await stub.RecordFault(after, timeout=10)
     assert set(stored_messages(mariadb, private_url)) <= {"before", "first", "after"}

@@ -26,8 +26,7 @@ from faultsvc.v1 import fault_service_pb2 as pb
 from tests.robustness.outcomes import named_field, outcome, stored_rows
 from tests.robustness.wire import raw_method
 from tests.support.calls import ADMIN, Stub, record
-
-SERVICE = pb.DESCRIPTOR.services_by_name["FaultService"]
+from tests.support.rpcs import METHODS, SERVICE
 
 # The documented limits (DESIGN.md), written out here rather than imported from the server.
 MARKER = "... [truncated]"
@@ -304,7 +303,7 @@ async def test_list_answers_a_page_of_the_instance_or_names_the_field(
 
 
 @FUZZ
-@given(method=st.sampled_from([m.name for m in SERVICE.methods]), data=st.binary(max_size=300))
+@given(method=st.sampled_from(METHODS), data=st.binary(max_size=300))
 async def test_any_bytes_are_ok_or_invalid_argument(
     server: FaultServer, method: str, data: bytes
 ) -> None:

@@ -11,14 +11,17 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
 from faultsvc.app import FaultServer
+from faultsvc.v1 import fault_pb2
 from faultsvc.v1 import fault_service_pb2 as pb
 from tests.robustness.outcomes import named_field, outcome, stored_rows
 from tests.robustness.wire import (
@@ -35,8 +38,8 @@ from tests.robustness.wire import (
 )
 from tests.support.calls import ADMIN, Stub, bad_request_fields, record
 from tests.support.latency import HEALTH_CHECK_BOUND_SECONDS, slowest_health_check_during
+from tests.support.rpcs import SERVICE
 
-SERVICE = pb.DESCRIPTOR.services_by_name["FaultService"]
 PREFIX = f"/{SERVICE.full_name}/"
 
 # A valid request of every RPC; the tests append bad fields to its bytes (the
@@ -300,6 +303,56 @@ def token_of(payload: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
 
 
+def position_in(token: str) -> tuple[datetime, str] | None:
+    """The (created, fault id) a page token names, read as faultsvc writes its tokens.
+
+    base64url of the JSON [instance_id, created in naive UTC, fault_id]; None
+    when the token names no position.
+    """
+    try:
+        payload = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        _instance, created, fault_id = json.loads(payload)
+        moment = datetime.fromisoformat(created)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    if moment.tzinfo is not None or not isinstance(fault_id, str):
+        return None
+    return moment, fault_id
+
+
+async def full_history(stub: Stub, instance: str) -> list[fault_pb2.Fault]:
+    history = await stub.ListFaults(pb.ListFaultsRequest(instance_id=instance, page_size=1000))
+    assert not history.next_page_token
+    return list(history.faults)
+
+
+async def assert_refused_or_paged_from_its_position(
+    stub: Stub, history: list[fault_pb2.Fault], token: str
+) -> None:
+    """A token is INVALID_ARGUMENT naming page_token, or pages on from the position it names.
+
+    Never ignored: a token that names no position, answered with the first
+    page, fails; so does a page that holds a fault newer than the position.
+    """
+    instance = history[0].instance_id
+    page = await outcome(
+        stub.ListFaults(
+            pb.ListFaultsRequest(instance_id=instance, page_token=token, page_size=1000)
+        )
+    )
+    if isinstance(page, grpc.aio.AioRpcError):
+        assert named_field(page) == "page_token", token
+        return
+    position = position_in(token)
+    assert position is not None, f"{token!r} names no position, yet a page came back"
+    older = [f.id for f in history if (f.create_time.ToDatetime(), f.id) < position]
+    assert [fault.id for fault in page.faults] == older, token
+
+
+# Forged positions fall on this date; the history of "i-token" is a fault a day around it.
+FORGED_DATE = datetime(2026, 1, 1)
+HISTORY_DAYS = range(-3, 3)
+
 FORGED_TOKENS = {
     "not-base64": "!!!",
     "not-json": base64.urlsafe_b64encode(b"\xff\xfe").decode(),
@@ -310,41 +363,40 @@ FORGED_TOKENS = {
     "date-with-zone": token_of(["i-token", "2026-01-01T00:00:00+02:00", "x"]),
     "deeply-nested": base64.urlsafe_b64encode(b"[" * 100_000).decode(),
     "megabyte": "A" * 1_000_000,
-    "another-instance": token_of(["i-other", "2026-01-01T00:00:00", "x"]),
-    "sql": token_of(["i-token", "2026-01-01T00:00:00", "x' OR '1'='1"]),
+    "another-instance": token_of(["i-other", FORGED_DATE.isoformat(), "x"]),
+    "sql": token_of(["i-token", FORGED_DATE.isoformat(), "x' OR '1'='1"]),
+    "before-the-history": token_of(["i-token", "2000-01-01T00:00:00", "x"]),
+    "after-the-history": token_of(["i-token", "2100-01-01T00:00:00", "x"]),
 }
 
 
 @pytest.mark.parametrize("token", list(FORGED_TOKENS.values()), ids=list(FORGED_TOKENS))
-async def test_forged_page_tokens_are_invalid_or_harmless(stub: Stub, token: str) -> None:
-    """A forged token names page_token, or pages through the same instance's history only."""
-    await record(stub, "i-token", "mine")
-    await record(stub, "i-other", "not mine")
-    page = await outcome(
-        stub.ListFaults(pb.ListFaultsRequest(instance_id="i-token", page_token=token))
-    )
-    if isinstance(page, grpc.aio.AioRpcError):
-        assert named_field(page) == "page_token"
-    else:
-        assert {fault.instance_id for fault in page.faults} <= {"i-token"}
+async def test_forged_page_tokens_are_invalid_or_page_from_their_position(
+    stub: Stub, token: str
+) -> None:
+    for days in HISTORY_DAYS:
+        occurred = timestamp_pb2.Timestamp()
+        occurred.FromDatetime(FORGED_DATE + timedelta(days=days, hours=12))
+        await record(stub, "i-token", f"day {days}", occur_time=occurred)
+        await record(stub, "i-other", f"day {days}", occur_time=occurred)
+    history = await full_history(stub, "i-token")
+    await assert_refused_or_paged_from_its_position(stub, history, token)
 
 
-async def test_every_corruption_of_a_real_page_token_is_invalid_or_harmless(stub: Stub) -> None:
+async def test_every_corruption_of_a_real_page_token_is_invalid_or_pages_from_its_position(
+    stub: Stub,
+) -> None:
     instance = str(uuid.uuid4())
     for n in range(3):
         await record(stub, instance, f"fault {n}")
+    history = await full_history(stub, instance)
     first = await stub.ListFaults(pb.ListFaultsRequest(instance_id=instance, page_size=1))
     token = first.next_page_token
+    await assert_refused_or_paged_from_its_position(stub, history, token)
     for position in range(len(token)):
         for replacement in ("A", "_", "=", "é"):
             forged = token[:position] + replacement + token[position + 1 :]
-            page = await outcome(
-                stub.ListFaults(pb.ListFaultsRequest(instance_id=instance, page_token=forged))
-            )
-            if isinstance(page, grpc.aio.AioRpcError):
-                assert named_field(page) == "page_token", forged
-            else:
-                assert {fault.instance_id for fault in page.faults} <= {instance}
+            await assert_refused_or_paged_from_its_position(stub, history, forged)
 
 
 @pytest.mark.parametrize("count", [1001, 100_000])
@@ -384,7 +436,9 @@ async def test_sql_looking_strings_are_data_in_every_field(
     assert [fault.id for fault in page.faults] == [recorded.id]
     cleared = await stub.ClearFaults(pb.ClearFaultsRequest(instance_id=text))
     assert cleared.cleared_count == 1
-    assert await stored_rows(server.engine) >= 1
+    # The one fault, kept and cleared: no statement wrote, deleted or cleared another.
+    assert await stored_rows(server.engine) == 1
+    assert await stored_rows(server.engine, live_only=True) == 0
 
 
 @pytest.mark.parametrize("padded", ["i-pad ", " i-pad", "i-pad\t", "i-pad\u00a0"])

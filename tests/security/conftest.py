@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from faultsvc.app import FaultServer, build_server
-from faultsvc.config import Settings
-
-# A service that forwards its user's roles in x-roles.
-FORWARDING_TOKEN = "forwarding-service-token-3b0c5e1f8a9d"
-# The operators' CLI: admin whatever it sends.
-ADMIN_TOKEN = "operators-admin-token-9e8d7c6b5a4f"
-# A dashboard: a reader, even if it claims more.
-READER_TOKEN = "dashboard-reader-token-1a2b3c4d5e6f"
-
-TOKENS_FILE = f"""\
-# tokens of the services that call faultsvc
-{FORWARDING_TOKEN}
-
-{ADMIN_TOKEN} roles=admin   # the operators' CLI
-{READER_TOKEN} roles=reader
-"""
-
-
-def bearer(token: str) -> tuple[str, str]:
-    return ("authorization", f"Bearer {token}")
+from faultsvc.app import FaultServer
+from tests.support.servers import MakeServer
+from tests.support.tokens import TOKENS_FILE
 
 
 @pytest.fixture
@@ -38,12 +19,6 @@ def tokens_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def token_server(database_url: str, tokens_file: Path) -> AsyncIterator[FaultServer]:
+async def token_server(make_server: MakeServer, tokens_file: Path) -> FaultServer:
     """The real server, requiring a bearer token from `tokens_file` on every FaultService call."""
-    settings = Settings(
-        listen="127.0.0.1:0", database_url=database_url, grace_seconds=2, tokens_file=tokens_file
-    )
-    server = await build_server(settings)
-    await server.start()
-    yield server
-    await server.stop()
+    return await make_server(tokens_file=tokens_file)

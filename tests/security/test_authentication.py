@@ -15,19 +15,17 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from faultsvc.app import FaultServer
 from faultsvc.policy.auth import INVALID_TOKEN, MALFORMED_TOKEN, MISSING_TOKEN
 from faultsvc.v1 import fault_service_pb2 as pb
-from faultsvc.v1 import fault_service_pb2_grpc
-from tests.integration.test_redaction import REQUESTS, SERVICE
-from tests.security.conftest import ADMIN_TOKEN, FORWARDING_TOKEN, READER_TOKEN, bearer
-from tests.support.calls import Metadata, Stub
+from tests.support.calls import Metadata, Stub, stub_of
+from tests.support.rpcs import METHODS, REQUESTS, SERVICE
+from tests.support.tokens import ADMIN_TOKEN, FORWARDING_TOKEN, READER_TOKEN, bearer
 
-METHODS = [method.name for method in SERVICE.methods]
 WRONG_TOKEN = "not-a-configured-token-5f6e7d8c9b0a"
 
 
 @pytest.fixture
 async def stub(token_server: FaultServer) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(token_server.target) as channel:
-        yield fault_service_pb2_grpc.FaultServiceStub(channel)
+    async with stub_of(token_server.target) as stub:
+        yield stub
 
 
 async def call(stub: Stub, method: str, metadata: Metadata) -> Message:

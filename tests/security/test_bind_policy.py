@@ -11,8 +11,8 @@ from faultsvc.app import InsecureBindError, check_bind_is_safe
 from faultsvc.config import Settings
 from faultsvc.v1 import fault_service_pb2 as pb
 from faultsvc.v1 import fault_service_pb2_grpc
-from tests.security.conftest import FORWARDING_TOKEN, bearer
 from tests.support.servers import ServerProcess, free_port
+from tests.support.tokens import FORWARDING_TOKEN, bearer
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1:50051", "localhost:50051", "[::1]:50051"])

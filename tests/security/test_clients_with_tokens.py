@@ -8,7 +8,7 @@ from faultsvc.app import FaultServer
 from faultsvc_client import FaultServiceClient
 from faultsvc_client.cli import EXIT_OK, EXIT_REFUSED
 from tests.clients.processes import python_env, run_python_async
-from tests.security.conftest import FORWARDING_TOKEN
+from tests.support.tokens import FORWARDING_TOKEN
 
 FAULTSVC = ("-m", "faultsvc")
 

@@ -1,4 +1,4 @@
-"""Admin-only values reach no one but admins: not through errors, not through the server's log."""
+"""Admin-only values reach no one but admins: not through answers, errors or the server's log."""
 
 from __future__ import annotations
 
@@ -13,17 +13,19 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 from sqlalchemy.engine import make_url
 
+from faultsvc.v1 import fault_pb2, fault_service_pb2_grpc
 from faultsvc.v1 import fault_service_pb2 as pb
-from faultsvc.v1 import fault_service_pb2_grpc
-from tests.integration.test_redaction import REQUESTS, SERVICE
-from tests.support.calls import Stub
+from tests.support.calls import ADMIN, Metadata, Stub, record
 from tests.support.databases import mysql_admin_connection
+from tests.support.rpcs import METHODS, REQUESTS
 from tests.support.servers import ServerProcess
 
-# The details of every fault these tests record; it must never come back but to admins.
+# The details and host of every fault these tests record: they must reach admins only.
 SECRET_DETAILS = "Traceback: only-admins-may-read-this-frame"
+SECRET_HOST = "db-host-only-admins-may-know-7"
 TOO_LONG_ID = "i" * 65
-METHODS = [method.name for method in SERVICE.methods]
+NOT_ADMINS: list[Metadata] = [None, (("x-roles", "member,reader"),)]
+VIEWS = [pb.FAULT_VIEW_UNSPECIFIED, pb.FAULT_VIEW_BASIC, pb.FAULT_VIEW_FULL]
 
 
 def failing(method: str) -> Message:
@@ -66,11 +68,84 @@ async def fails(call: Any) -> grpc.aio.AioRpcError:
     return failure.value
 
 
+def questions(fault: fault_pb2.Fault, page_token: str) -> dict[str, list[Message]]:
+    """What a caller may ask each RPC about the stored `fault`: questions answered and refused."""
+    instance = fault.instance_id
+    return {
+        "RecordFault": [
+            # A retry of the stored fault's report: the stored fault is the answer.
+            pb.RecordFaultRequest(instance_id=instance, message=fault.message, fault_id=fault.id),
+            # Its id for another instance: ALREADY_EXISTS.
+            pb.RecordFaultRequest(instance_id="another", message="m", fault_id=fault.id),
+        ],
+        "GetLatestFault": [
+            pb.GetLatestFaultRequest(instance_id=instance, view=view) for view in VIEWS
+        ],
+        "BatchGetLatestFaults": [
+            *(pb.BatchGetLatestFaultsRequest(instance_ids=[instance], view=view) for view in VIEWS),
+            pb.BatchGetLatestFaultsRequest(
+                instance_ids=[instance, TOO_LONG_ID], view=pb.FAULT_VIEW_FULL
+            ),
+        ],
+        "ListFaults": [
+            *(pb.ListFaultsRequest(instance_id=instance, view=view) for view in VIEWS),
+            pb.ListFaultsRequest(
+                instance_id=instance, page_token=page_token, view=pb.FAULT_VIEW_FULL
+            ),
+            pb.ListFaultsRequest(instance_id="another", page_token=page_token),
+        ],
+        "ClearFaults": [
+            pb.ClearFaultsRequest(instance_id=TOO_LONG_ID),
+            pb.ClearFaultsRequest(instance_id=instance),
+        ],
+    }
+
+
+async def store_secret_faults(stub: Stub) -> tuple[fault_pb2.Fault, str]:
+    """Two faults of a new instance, details and host secret: the second, and a page token."""
+    instance = str(uuid.uuid4())
+    for message in ("first", "second"):
+        fault = await record(
+            stub,
+            instance,
+            message,
+            details=SECRET_DETAILS,
+            host=SECRET_HOST,
+            fault_id=str(uuid.uuid4()),
+        )
+    first_page = await stub.ListFaults(pb.ListFaultsRequest(instance_id=instance, page_size=1))
+    return fault, first_page.next_page_token
+
+
+async def everything_read(call: Any) -> str:
+    """All a caller reads of a call: the response or the error, and the metadata."""
+    try:
+        response = await call
+        said = [str(response), response.SerializeToString().decode(errors="replace")]
+    except grpc.aio.AioRpcError as error:
+        said = [what_the_caller_reads(error)]
+    said += [repr(await call.initial_metadata()), repr(await call.trailing_metadata())]
+    return "\n".join(said)
+
+
 @pytest.mark.parametrize("method", METHODS)
-async def test_no_rpc_error_carries_an_admin_only_value(stub: Stub, method: str) -> None:
-    error = await fails(getattr(stub, method)(failing(method), timeout=10))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert SECRET_DETAILS not in what_the_caller_reads(error)
+async def test_no_answer_to_a_non_admin_carries_a_stored_admin_only_value(
+    stub: Stub, method: str
+) -> None:
+    fault, page_token = await store_secret_faults(stub)
+    asked = questions(fault, page_token)
+    assert set(asked) == set(METHODS)
+    rpc = getattr(stub, method)
+    admin_read = [await everything_read(rpc(q, metadata=ADMIN, timeout=10)) for q in asked[method]]
+    if method != "ClearFaults":  # whose answer is a count, whoever asks
+        # The questions reach the secrets: the checks below could see them.
+        assert SECRET_DETAILS in "".join(admin_read)
+        assert SECRET_HOST in "".join(admin_read)
+    for metadata in NOT_ADMINS:
+        for question in asked[method]:
+            read = await everything_read(rpc(question, metadata=metadata, timeout=10))
+            assert SECRET_DETAILS not in read, (metadata, question)
+            assert SECRET_HOST not in read, (metadata, question)
 
 
 async def test_no_record_fault_refusal_carries_the_details(stub: Stub) -> None:

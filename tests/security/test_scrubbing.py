@@ -6,19 +6,19 @@ import asyncio
 import uuid
 from pathlib import Path
 
-import grpc
 import pytest
 
-from faultsvc.app import FaultServer, build_server
-from faultsvc.config import ConfigError, Settings, load_settings
+from faultsvc.app import FaultServer
+from faultsvc.config import ConfigError, load_settings
 from faultsvc.faults import truncate_chars
 from faultsvc.policy.scrub import MASK, Scrubber
 from faultsvc.servicer import new_fault_from
-from faultsvc.v1 import fault_pb2, fault_service_pb2_grpc
+from faultsvc.v1 import fault_pb2
 from faultsvc.v1 import fault_service_pb2 as pb
-from tests.security.test_scrub import INNOCENT, LEAKS, SPELLINGS
-from tests.support.calls import ADMIN, Stub
+from tests.support.calls import ADMIN, Stub, stub_of
 from tests.support.latency import HEALTH_CHECK_BOUND_SECONDS, slowest_health_check_during
+from tests.support.leaks import INNOCENT, LEAKS, SPELLINGS
+from tests.support.servers import MakeServer
 
 TRACEBACK, TRACEBACK_SECRETS = LEAKS["trove guest agent: mysql -p in a ProcessExecutionError"]
 HEADERS, HEADER_SECRETS = LEAKS["requests header dump"]
@@ -177,24 +177,15 @@ async def test_hostile_text_up_to_the_request_limit_never_holds_up_other_callers
     assert second.details.startswith("mysql -p***\nmysql -p***\n")
 
 
-async def test_operators_add_their_own_patterns_and_mask(database_url: str) -> None:
-    settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=database_url,
-        scrub_patterns=[r"(?i)ticket=(?P<secret>\d+)", r"sk_live_\w+"],
-        scrub_mask="[scrubbed]",
+async def test_operators_add_their_own_patterns_and_mask(make_server: MakeServer) -> None:
+    server = await make_server(
+        scrub_patterns=[r"(?i)ticket=(?P<secret>\d+)", r"sk_live_\w+"], scrub_mask="[scrubbed]"
     )
-    server = await build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
-            request = pb.RecordFaultRequest(
-                instance_id="i", message="m", details="Ticket=4242 sk_live_abc password=pw1"
-            )
-            fault = (await stub.RecordFault(request, metadata=ADMIN)).fault
-    finally:
-        await server.stop()
+    async with stub_of(server.target) as stub:
+        request = pb.RecordFaultRequest(
+            instance_id="i", message="m", details="Ticket=4242 sk_live_abc password=pw1"
+        )
+        fault = (await stub.RecordFault(request, metadata=ADMIN)).fault
     assert fault.details == "Ticket=[scrubbed] [scrubbed] password=[scrubbed]"
 
 

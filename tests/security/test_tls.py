@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 
-from faultsvc.app import FaultServer, build_server
-from faultsvc.config import Settings
+from faultsvc.app import FaultServer
 from faultsvc.v1 import fault_pb2, fault_service_pb2_grpc
 from faultsvc.v1 import fault_service_pb2 as pb
 from tests.security.certificates import CertificateAuthority, Issued
+from tests.support.servers import MakeServer
 
 SERVER_NAME = "localhost"
 
@@ -36,29 +35,12 @@ def pki() -> Pki:
     )
 
 
-async def start(settings: Settings) -> FaultServer:
-    server = await build_server(settings)
-    await server.start()
-    return server
-
-
 @pytest.fixture
-async def mtls_server(pki: Pki, database_url: str, tmp_path: Path) -> AsyncIterator[FaultServer]:
+async def mtls_server(pki: Pki, make_server: MakeServer, tmp_path: Path) -> FaultServer:
     cert, key = pki.ca.issue_server(SERVER_NAME).write(tmp_path, "server")
     client_ca = tmp_path / "clients-ca.crt"
     client_ca.write_bytes(pki.ca.pem)
-    server = await start(
-        Settings(
-            listen="127.0.0.1:0",
-            database_url=database_url,
-            grace_seconds=2,
-            tls_cert=cert,
-            tls_key=key,
-            tls_client_ca=client_ca,
-        )
-    )
-    yield server
-    await server.stop()
+    return await make_server(tls_cert=cert, tls_key=key, tls_client_ca=client_ca)
 
 
 def secure_channel(target: str, ca: bytes, client: Issued | None) -> grpc.aio.Channel:
@@ -106,13 +88,9 @@ async def test_everyone_else_fails_at_the_handshake(
 
 
 async def test_tls_without_a_client_ca_serves_any_client(
-    pki: Pki, database_url: str, tmp_path: Path
+    pki: Pki, make_server: MakeServer, tmp_path: Path
 ) -> None:
     cert, key = pki.ca.issue_server(SERVER_NAME).write(tmp_path, "server")
-    settings = Settings(listen="127.0.0.1:0", database_url=database_url, tls_cert=cert, tls_key=key)
-    server = await start(settings)
-    try:
-        async with secure_channel(server.target, pki.ca.pem, None) as channel:
-            await record(channel)
-    finally:
-        await server.stop()
+    server = await make_server(tls_cert=cert, tls_key=key)
+    async with secure_channel(server.target, pki.ca.pem, None) as channel:
+        await record(channel)

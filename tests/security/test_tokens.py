@@ -24,7 +24,7 @@ from faultsvc.policy.auth import (
     load_tokens,
     parse_tokens_file,
 )
-from tests.security.conftest import ADMIN_TOKEN, FORWARDING_TOKEN, READER_TOKEN, TOKENS_FILE
+from tests.support.tokens import ADMIN_TOKEN, FORWARDING_TOKEN, READER_TOKEN, TOKENS_FILE
 
 SHORT_TOKEN = "short-secret"
 

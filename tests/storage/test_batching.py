@@ -9,12 +9,11 @@ import grpc
 import pytest
 
 from faultsvc import serving
-from faultsvc.app import build_server
+from faultsvc.app import FaultServer
 from faultsvc.config import Settings
 from faultsvc.errors import Overloaded, Unavailable
 from faultsvc.storage.batching import Batcher
-from faultsvc.v1 import fault_service_pb2_grpc
-from tests.support.calls import record
+from tests.support.calls import Stub, record
 
 
 class Fatal(BaseException):
@@ -124,28 +123,21 @@ async def test_a_call_whose_caller_gave_up_is_never_run() -> None:
 
 
 async def test_a_server_whose_writer_dies_answers_unavailable_and_stops(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    server: FaultServer, stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = await build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = fault_service_pb2_grpc.FaultServiceStub(channel)
-            await record(stub, "i-before")
+    await record(stub, "i-before")
 
-            async def fatal(*_: object) -> None:
-                raise Fatal("a bug in the writer")
+    async def fatal(*_: object) -> None:
+        raise Fatal("a bug in the writer")
 
-            monkeypatch.setattr(server.writer, "_settle", fatal)
-            with pytest.raises(grpc.aio.AioRpcError) as failed:
-                await record(stub, "i-during")
-            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert isinstance(await asyncio.wait_for(server.broken(), 5), Fatal)
-            with pytest.raises(grpc.aio.AioRpcError) as later:
-                await record(stub, "i-after")
-            assert later.value.code() == grpc.StatusCode.UNAVAILABLE
-    finally:
-        await server.stop()
+    monkeypatch.setattr(server.writer, "_settle", fatal)
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await record(stub, "i-during")
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert isinstance(await asyncio.wait_for(server.broken(), 5), Fatal)
+    with pytest.raises(grpc.aio.AioRpcError) as later:
+        await record(stub, "i-after")
+    assert later.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_serve_stops_with_an_error_when_a_part_of_the_server_dies(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TypeAlias
 
 import grpc
@@ -16,6 +18,13 @@ from faultsvc.v1 import fault_service_pb2 as pb
 Stub: TypeAlias = "fault_service_pb2_grpc.FaultServiceAsyncStub"
 Metadata = tuple[tuple[str, str | bytes], ...] | None
 ADMIN: Metadata = (("x-roles", "admin"),)
+
+
+@asynccontextmanager
+async def stub_of(target: str) -> AsyncIterator[Stub]:
+    """A FaultService stub on a new plaintext channel to `target`, closed afterwards."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        yield fault_service_pb2_grpc.FaultServiceStub(channel)
 
 
 async def record(

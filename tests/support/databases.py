@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,15 +21,43 @@ def sqlite_url(directory: Path) -> str:
     return f"sqlite+aiosqlite:///{directory / 'faults.db'}"
 
 
-def mysql_admin_connection() -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
-    url = make_url(MYSQL_URL)
+def mysql_connection(url: str) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
+    """A connection to the server and database of a MySQL `url`, committing each statement."""
+    parsed = make_url(url)
     return pymysql.connect(
-        host=url.host or "127.0.0.1",
-        port=url.port or 3306,
-        user=url.username or "root",
-        password=url.password or "",
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 3306,
+        user=parsed.username or "root",
+        password=parsed.password or "",
+        database=parsed.database,
         autocommit=True,
     )
+
+
+def mysql_admin_connection() -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
+    return mysql_connection(MYSQL_URL)
+
+
+@contextmanager
+def writes_locked(url: str) -> Iterator[None]:
+    """Another client holds the faults table's write lock, as long as the block runs.
+
+    Nothing the server does ends it: its writes wait for the lock and time out.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        holder = sqlite3.connect(parsed.database or "", isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            yield
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+    else:
+        with mysql_connection(url) as locker, locker.cursor() as cursor:
+            cursor.execute("LOCK TABLES instance_faults WRITE")
+            yield
+            cursor.execute("UNLOCK TABLES")
 
 
 @contextmanager

@@ -1,4 +1,9 @@
-"""A faultsvc server in its own process, as operators run it: `python -m faultsvc serve`."""
+"""faultsvc servers for tests: built in this process, or in its own as operators run it.
+
+`running_server(settings)` is the server the composition root builds, on the
+test's event loop; `ServerProcess` is `python -m faultsvc serve`, to stop with
+a signal or kill.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,36 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from faultsvc.app import FaultServer, build_server
+from faultsvc.config import Settings
+
 START_TIMEOUT = 30.0
+
+
+@asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[FaultServer]:
+    """The server built from `settings` and started; stopped gracefully afterwards."""
+    server = await build_server(settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+class MakeServer(Protocol):
+    """The `make_server` fixture: a running server with some settings changed."""
+
+    def __call__(self, **overrides: Any) -> Awaitable[FaultServer]: ...
 
 
 def free_port() -> int:
