@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,8 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.config import Settings
 from faultsvc.decoding import DecodingInterceptor
-from faultsvc.errors import FaultServiceError
-from faultsvc.faults import NewFault, StoredFault
 from faultsvc.health import DatabaseHealth
 from faultsvc.interceptors import ErrorInterceptor, MetricsInterceptor, RedactionInterceptor
 from faultsvc.metrics import Metrics
@@ -34,22 +30,18 @@ from faultsvc.policy.auth import (
 from faultsvc.policy.roles import AdminPolicy
 from faultsvc.policy.scrub import Scrubber
 from faultsvc.servicer import FaultServicer
-from faultsvc.storage.batching import Batcher, BatchFunction
+from faultsvc.storage.batching import Batcher
 from faultsvc.storage.failover import DatabaseEndpoints
-from faultsvc.storage.migrate import upgrade_to_head
-from faultsvc.storage.store import FaultStore
+from faultsvc.storage.migrate import migrate
+from faultsvc.storage.store import FaultStore, MakeBatcher
 from faultsvc.v1 import fault_service_pb2, fault_service_pb2_grpc
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
-Item = TypeVar("Item")
-Result = TypeVar("Result")
 
 FAULT_SERVICE = fault_service_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name
-WRITE_BATCH_MAX = 500
-READ_BATCH_MAX = 1000
 CLIENT_PING_SECONDS = 10.0
 
 
@@ -63,14 +55,16 @@ class FaultServer:
 
     settings: Settings
     server: grpc.aio.Server
-    database: DatabaseEndpoints
+    store: FaultStore
     health: DatabaseHealth
-    writer: Batcher[NewFault, StoredFault]
-    latest_reader: Batcher[tuple[str, bool], StoredFault | None]
     port: int
     metrics_registry: CollectorRegistry
     # The tracer provider the server made for itself (otlp_endpoint), flushed at stop.
     tracer_provider: TracerProvider | None = None
+
+    @property
+    def database(self) -> DatabaseEndpoints:
+        return self.store.database
 
     @property
     def engine(self) -> AsyncEngine:
@@ -83,37 +77,20 @@ class FaultServer:
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     async def start(self) -> None:
-        self.writer.start()
-        self.latest_reader.start()
+        self.store.start()
         await self.health.start()
         await self.server.start()
         log.info("faultsvc serving on %s", self.target)
 
     async def broken(self) -> BaseException:
-        """Returns the error of the first batcher that fails; the server must then be stopped.
-
-        Never returns while both run: a server whose writer died answers every
-        RecordFault UNAVAILABLE, and only a restart brings it back.
-        """
-        stopped = [asyncio.ensure_future(b.stopped()) for b in (self.writer, self.latest_reader)]
-        try:
-            for next_stopped in asyncio.as_completed(stopped):
-                error = await next_stopped
-                if error is not None:
-                    return error
-            await asyncio.Event().wait()  # both were closed: the server is stopping
-            raise AssertionError("unreachable")
-        finally:
-            for task in stopped:
-                task.cancel()
+        """Returns when a part of the server failed, with its error: the server must then stop."""
+        return await self.store.broken()
 
     async def stop(self) -> None:
         """Graceful: refuse new calls, let in-flight ones finish, drain writes, close the pool."""
         await self.health.close()
         await self.server.stop(self.settings.grace_seconds)
-        await self.writer.close()
-        await self.latest_reader.close()
-        await self.database.dispose()
+        await self.store.close()
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
         log.info("faultsvc stopped")
@@ -123,53 +100,29 @@ async def build_server(
     settings: Settings,
     *,
     reuse_port: bool = False,
+    migrate_schema: bool = True,
     tracer_provider: TracerProvider | None = None,
 ) -> FaultServer:
-    """Wires storage, servicer, interceptors, health and reflection; migrates the schema.
+    """Wires storage, servicer, interceptors, health and reflection.
 
+    Migrates the schema unless told it was (by the parent of several workers).
     Traces go to `tracer_provider` when given, else to settings.otlp_endpoint when set.
     """
     own_tracer_provider = _otlp_tracer_provider(settings) if tracer_provider is None else None
     tracer_provider = tracer_provider or own_tracer_provider
     tokens = load_tokens(settings)
     credentials = server_credentials(settings)
-    database = DatabaseEndpoints.connect(
-        settings.database_urls,
-        pool_size=settings.database_pool_size,
-        timeout_seconds=settings.database_timeout_seconds,
-    )
-    await upgrade_to_head(await database.first_answering())
-    store = FaultStore(database)
+    database = DatabaseEndpoints.from_settings(settings)
+    if migrate_schema:
+        await migrate(database)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-
-    async def record_batch(batch: Sequence[NewFault]) -> list[StoredFault | FaultServiceError]:
-        results = await store.record_batch(batch)
-        metrics.pool_in_use.set(database.current.pool.checkedout())  # type: ignore[attr-defined]
-        metrics.count_recorded(r.source for r in results if isinstance(r, StoredFault))
-        return results
-
-    async def latest_each(
-        requests: Sequence[tuple[str, bool]],
-    ) -> list[StoredFault | None]:
-        """The latest fault of each (instance, with details): one query per kind asked for."""
-        latest = {
-            with_details: await store.latest_for(
-                {instance_id for instance_id, details in requests if details == with_details},
-                with_details=with_details,
-            )
-            for with_details in {details for _, details in requests}
-        }
-        return [latest[details].get(instance_id) for instance_id, details in requests]
-
-    writer = _batcher(
-        "group-commit", record_batch, WRITE_BATCH_MAX, settings.max_waiting_calls, tracer_provider
+    store = FaultStore(
+        database,
+        metrics=metrics,
+        max_waiting_calls=settings.max_waiting_calls,
+        make_batcher=_make_batcher(tracer_provider),
     )
-    latest_reader = _batcher(
-        "coalesced-reads", latest_each, READ_BATCH_MAX, settings.max_waiting_calls, tracer_provider
-    )
-    for batcher in (writer, latest_reader):
-        batcher.on_batch = functools.partial(metrics.observe_batch, batcher.name)
 
     server = grpc.aio.server(
         # Outermost first: metrics see every call's final status code.
@@ -192,8 +145,6 @@ async def build_server(
     fault_service_pb2_grpc.add_FaultServiceServicer_to_server(
         FaultServicer(
             store,
-            writer,
-            latest_reader,
             Scrubber(settings.scrub_patterns, settings.scrub_mask),
             settings.max_response_bytes,
         ),
@@ -214,17 +165,7 @@ async def build_server(
     else:
         port = server.add_secure_port(settings.listen, credentials)
     health = DatabaseHealth(store, health_servicer, [FAULT_SERVICE], settings.health_check_seconds)
-    return FaultServer(
-        settings,
-        server,
-        database,
-        health,
-        writer,
-        latest_reader,
-        port,
-        registry,
-        own_tracer_provider,
-    )
+    return FaultServer(settings, server, store, health, port, registry, own_tracer_provider)
 
 
 def _otlp_tracer_provider(settings: Settings) -> TracerProvider | None:
@@ -243,19 +184,12 @@ def _tracing_interceptors(provider: TracerProvider | None) -> list[grpc.aio.Serv
     return [tracing.rpc_span_interceptor(provider)]
 
 
-def _batcher(
-    name: str,
-    run_batch: BatchFunction[Item, Result],
-    max_batch: int,
-    max_pending: int,
-    tracer_provider: TracerProvider | None,
-) -> Batcher[Item, Result]:
+def _make_batcher(tracer_provider: TracerProvider | None) -> MakeBatcher:
     if tracer_provider is None:
-        return Batcher(name, run_batch, max_batch, max_pending=max_pending)
+        return Batcher
     from faultsvc import tracing
 
-    tracer = tracer_provider.get_tracer(__name__)
-    return tracing.TracedBatcher(tracer, name, run_batch, max_batch, max_pending=max_pending)
+    return functools.partial(tracing.TracedBatcher, tracer_provider.get_tracer(__name__))
 
 
 def connection_options(settings: Settings) -> list[tuple[str, int]]:

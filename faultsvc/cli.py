@@ -19,9 +19,8 @@ from faultsvc.config import ConfigError, Settings, load_settings
 from faultsvc.errors import Unavailable
 from faultsvc.faults import utc_now
 from faultsvc.logs import configure_logging
-from faultsvc.storage.failover import DatabaseEndpoints, describe
-from faultsvc.storage.migrate import schema_problem, upgrade_to_head
-from faultsvc.storage.retention import cap_history
+from faultsvc.storage.failover import DatabaseEndpoints, describe, open_database
+from faultsvc.storage.migrate import migrate, schema_problem
 from faultsvc.storage.store import FaultStore
 from faultsvc_client import cli as client_cli
 
@@ -191,9 +190,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def upgrade(database: DatabaseEndpoints) -> str:
-        engine = await database.first_answering()
-        await upgrade_to_head(engine)
-        return describe(engine)
+        return describe(await migrate(database))
 
     print(f"{_on_database(settings, 'upgrade the schema', upgrade)}: schema is current")
     return 0
@@ -207,13 +204,13 @@ def _db_purge(args: argparse.Namespace) -> int:
     keep = settings.max_faults_per_instance
 
     async def purge(database: DatabaseEndpoints) -> tuple[int, int]:
-        engine = await database.first_answering()
-        problem = await schema_problem(engine)
+        problem = await schema_problem(await database.first_answering())
         if problem is not None:
             raise CommandFailed(f"cannot purge: {problem}; run `faultsvc db upgrade` first")
-        capped = await cap_history(engine, keep) if keep else 0
+        store = FaultStore(database)
+        capped = await store.cap_history(keep) if keep else 0
         cleared_before = utc_now() - timedelta(days=args.older_than)
-        return capped, await FaultStore(database).purge(cleared_before)
+        return capped, await store.purge(cleared_before)
 
     capped, purged = _on_database(settings, "purge", purge)
     if keep:
@@ -231,13 +228,8 @@ def _on_database(
     """Runs `work` on the settings' database; CommandFailed says in one line why it could not."""
 
     async def run() -> T:
-        database = DatabaseEndpoints.connect(
-            settings.database_urls, timeout_seconds=settings.database_timeout_seconds
-        )
-        try:
+        async with open_database(settings) as database:
             return await work(database)
-        finally:
-            await database.dispose()
 
     try:
         return asyncio.run(run())

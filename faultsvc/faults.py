@@ -2,7 +2,7 @@
 
 Each step of turning a request into a fault is a small function, so the rules
 that callers rely on (DESIGN.md: truncate, never reject, a long message) are
-each in one place.
+each in one place. The limits are the domain's: the table is declared from them.
 """
 
 from __future__ import annotations
@@ -10,20 +10,24 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, fields
 from datetime import UTC, datetime, timedelta
+from typing import Any, Self
 
 from faultsvc.errors import InvalidArgument
-from faultsvc.storage.tables import DETAILS_MAX_BYTES, ID_MAX_CHARS, MESSAGE_MAX_CHARS
 
+ID_MAX_CHARS = 64
+MESSAGE_MAX_CHARS = 255
+DETAILS_MAX_BYTES = 65_535
+LABEL_MAX_CHARS = 255  # source and host
 TRUNCATION_MARKER = "... [truncated]"
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 EARLIEST_OCCUR_TIME = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
-class NewFault:
-    """A fault ready to store: validated, truncated, with its id and dates."""
+class Fault:
+    """A fault ready to store: validated, scrubbed, truncated, with its id and date."""
 
     id: str
     instance_id: str
@@ -31,22 +35,44 @@ class NewFault:
     details: str
     source: str
     host: str
-    created: datetime
-    caller_made_id: bool
+    created: datetime  # when the error happened
 
 
 @dataclass(frozen=True, slots=True)
-class StoredFault:
-    """A fault as read back from the database."""
+class StoredFault(Fault):
+    """A fault as stored: what storage adds is when its row was last written."""
 
-    id: str
-    instance_id: str
-    message: str
-    details: str
-    source: str
-    host: str
-    created: datetime
     updated: datetime
+
+    @classmethod
+    def of(cls, fault: Fault, updated: datetime) -> Self:
+        return cls(**_values(fault, FAULT_FIELDS), updated=updated)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Self:
+        """The fault of a database row, its columns named as the fields."""
+        return cls(**row._mapping)
+
+    def as_row(self) -> dict[str, Any]:
+        """The fault as a row to insert, its columns named as the fields."""
+        return _values(self, STORED_FAULT_FIELDS)
+
+
+# The fields of a fault, and of a stored one: the columns storage reads and writes.
+FAULT_FIELDS = fields(Fault)
+STORED_FAULT_FIELDS = fields(StoredFault)
+
+
+def _values(fault: Fault, of_fields: tuple[Field[Any], ...]) -> dict[str, Any]:
+    return {field.name: getattr(fault, field.name) for field in of_fields}
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A position in an instance's history, newest first: the (created, id) of a fault."""
+
+    created: datetime
+    id: str
 
 
 def utc_now() -> datetime:
@@ -77,10 +103,10 @@ def check_instance_id(value: str, field: str = "instance_id") -> str:
     return value
 
 
-def check_message(value: str) -> str:
+def check_not_blank(value: str, field: str) -> str:
     if not value.strip():
-        raise InvalidArgument.field("message", "must not be empty")
-    return truncate_chars(value, MESSAGE_MAX_CHARS)
+        raise InvalidArgument.field(field, "must not be empty")
+    return value
 
 
 def parse_fault_id(value: str) -> str:

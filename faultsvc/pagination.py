@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 
 from faultsvc.errors import InvalidArgument
-from faultsvc.storage.store import Cursor
+from faultsvc.faults import Cursor
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000

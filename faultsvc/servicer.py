@@ -9,12 +9,17 @@ import grpc
 from faultsvc import faults, pagination
 from faultsvc.convert import fault_message, naive_utc
 from faultsvc.errors import InvalidArgument, ResponseTooLarge
-from faultsvc.faults import NewFault, StoredFault
+from faultsvc.faults import (
+    DETAILS_MAX_BYTES,
+    LABEL_MAX_CHARS,
+    MESSAGE_MAX_CHARS,
+    Cursor,
+    Fault,
+    StoredFault,
+)
 from faultsvc.policy.redaction import stripping_admin_only
 from faultsvc.policy.scrub import Scrubber
-from faultsvc.storage.batching import Batcher
-from faultsvc.storage.store import Cursor, FaultStore
-from faultsvc.storage.tables import DETAILS_MAX_BYTES, LABEL_MAX_CHARS
+from faultsvc.storage.store import FaultStore
 from faultsvc.v1 import fault_pb2, fault_service_pb2_grpc
 from faultsvc.v1 import fault_service_pb2 as pb
 
@@ -35,14 +40,10 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
     def __init__(
         self,
         store: FaultStore,
-        writer: Batcher[NewFault, StoredFault],
-        latest_reader: Batcher[tuple[str, bool], StoredFault | None],
         scrubber: Scrubber | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._store = store
-        self._writer = writer
-        self._latest_reader = latest_reader
         self._scrubber = scrubber or Scrubber()
         # One large request scrubbed at a time: threads scrubbing at once would
         # take turns with the event loop for the GIL, and each would add to its wait.
@@ -57,7 +58,7 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
         else:
             async with self._large_scrubs:
                 fault = await asyncio.to_thread(new_fault_from, request, self._scrubber)
-        stored = await self._writer.submit(fault)
+        stored = await self._store.record(fault, caller_made_id=request.HasField("fault_id"))
         return pb.RecordFaultResponse(fault=fault_message(stored))
 
     async def GetLatestFault(
@@ -65,7 +66,7 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
     ) -> pb.GetLatestFaultResponse:
         instance_id = faults.check_instance_id(request.instance_id)
         with_details = reads_details(request.view, default=pb.FAULT_VIEW_FULL)
-        latest = await self._latest_reader.submit((instance_id, with_details))
+        latest = await self._store.latest(instance_id, with_details=with_details)
         if latest is None:
             return pb.GetLatestFaultResponse()
         return pb.GetLatestFaultResponse(fault=fault_message(latest))
@@ -85,7 +86,7 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
             for index, instance_id in enumerate(request.instance_ids)
         ]
         with_details = reads_details(request.view, default=pb.FAULT_VIEW_BASIC)
-        latest = await self._store.latest_for(set(instance_ids), with_details=with_details)
+        latest = await self._store.latest_many(set(instance_ids), with_details=with_details)
         ordered = dict.fromkeys(
             instance_id for instance_id in instance_ids if instance_id in latest
         )
@@ -150,7 +151,7 @@ def framed_size(message: fault_pb2.Fault) -> int:
     return message.ByteSize() + FRAMING_BYTES
 
 
-def new_fault_from(request: pb.RecordFaultRequest, scrubber: Scrubber) -> NewFault:
+def new_fault_from(request: pb.RecordFaultRequest, scrubber: Scrubber) -> Fault:
     """The fault a RecordFault request describes: validated, scrubbed of secrets, truncated.
 
     Each text is scrubbed whole, then cut: a cut first could leave half a
@@ -166,14 +167,17 @@ def new_fault_from(request: pb.RecordFaultRequest, scrubber: Scrubber) -> NewFau
         except (ValueError, OverflowError):
             raise InvalidArgument.field("occur_time", "is not a valid timestamp") from None
         created = faults.check_occur_time(occurred, now)
-    caller_made_id = request.HasField("fault_id")
-    return NewFault(
-        id=faults.parse_fault_id(request.fault_id) if caller_made_id else faults.new_fault_id(),
+    message = faults.check_not_blank(request.message, "message")
+    return Fault(
+        id=(
+            faults.parse_fault_id(request.fault_id)
+            if request.HasField("fault_id")
+            else faults.new_fault_id()
+        ),
         instance_id=faults.check_instance_id(request.instance_id),
-        message=faults.check_message(scrub(request.message)),
+        message=faults.truncate_chars(scrub(message), MESSAGE_MAX_CHARS),
         details=faults.truncate_details(scrub(request.details), DETAILS_MAX_BYTES),
         source=faults.truncate_chars(scrub(request.source), LABEL_MAX_CHARS),
         host=faults.truncate_chars(scrub(request.host), LABEL_MAX_CHARS),
         created=created,
-        caller_made_id=caller_made_id,
     )

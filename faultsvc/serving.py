@@ -25,8 +25,8 @@ from faultsvc.config import Address, Settings, parse_address
 from faultsvc.logs import configure_logging
 from faultsvc.metrics import MULTIPROCESS_DIR_ENV, multiprocess_registry, serve_metrics
 from faultsvc.policy.auth import load_tokens, server_credentials
-from faultsvc.storage.failover import DatabaseEndpoints
-from faultsvc.storage.migrate import upgrade_to_head
+from faultsvc.storage.failover import open_database
+from faultsvc.storage.migrate import migrate
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +129,12 @@ async def serve(
     settings: Settings,
     *,
     reuse_port: bool = False,
+    migrate_schema: bool = True,
     metrics: bool = False,
     stop_signals: Sequence[signal.Signals] = STOP_SIGNALS,
 ) -> None:
     """Serves until a stop signal; in-flight calls then finish and the pool closes."""
-    server = await build_server(settings, reuse_port=reuse_port)
+    server = await build_server(settings, reuse_port=reuse_port, migrate_schema=migrate_schema)
     if metrics and settings.metrics_listen:
         _serve_metrics(settings.metrics_listen, server.metrics_registry)
     await server.start()
@@ -217,7 +218,9 @@ def _worker(settings: Settings, parent_pid: int) -> None:
     # process group, and only the parent's SIGTERM should stop a worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(settings.log_level, settings.log_format)
-    sys.exit(_exit_code_of(serve(settings, reuse_port=True, stop_signals=(signal.SIGTERM,))))
+    # The parent migrated the schema before it started the workers.
+    serving = serve(settings, reuse_port=True, migrate_schema=False, stop_signals=(signal.SIGTERM,))
+    sys.exit(_exit_code_of(serving))
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -230,8 +233,5 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
-    database = DatabaseEndpoints.connect(settings.database_urls)
-    try:
-        await upgrade_to_head(await database.first_answering())
-    finally:
-        await database.dispose()
+    async with open_database(settings) as database:
+        await migrate(database)

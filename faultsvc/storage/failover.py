@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.errors import Unavailable
 from faultsvc.storage.engine import create_engine
+
+if TYPE_CHECKING:
+    from faultsvc.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,14 @@ class DatabaseEndpoints:
             create_engine(url, pool_size=pool_size, timeout_seconds=timeout_seconds) for url in urls
         ]
         return cls(engines, timeout_seconds=timeout_seconds)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DatabaseEndpoints:
+        return cls.connect(
+            settings.database_urls,
+            pool_size=settings.database_pool_size,
+            timeout_seconds=settings.database_timeout_seconds,
+        )
 
     @property
     def current(self) -> AsyncEngine:
@@ -123,6 +136,16 @@ class DatabaseEndpoints:
         else:
             log.warning("database endpoint %s does not answer; failing over to %s", old, new)
         self._current = index
+
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[DatabaseEndpoints]:
+    """The settings' database for a command run once; its connections closed afterwards."""
+    database = DatabaseEndpoints.from_settings(settings)
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 def describe(engine: AsyncEngine) -> str:

@@ -12,6 +12,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from faultsvc.storage.failover import DatabaseEndpoints
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,13 @@ def alembic_config(connection: Connection | None = None) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     return config
+
+
+async def migrate(database: DatabaseEndpoints) -> AsyncEngine:
+    """Migrates the schema on the most preferred endpoint that answers; returns that endpoint."""
+    engine = await database.first_answering()
+    await upgrade_to_head(engine)
+    return engine
 
 
 async def upgrade_to_head(engine: AsyncEngine) -> None:

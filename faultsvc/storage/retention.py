@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from faultsvc.faults import utc_now
-from faultsvc.storage.store import Cursor
+from faultsvc.faults import Cursor, utc_now
 from faultsvc.storage.tables import instance_faults as faults
+from faultsvc.storage.transactions import Transactions
 
 LIVE = faults.c.deleted == sa.false()
 
 
-async def cap_history(engine: AsyncEngine, keep: int, batch_size: int = 1000) -> int:
+async def cap_history(transactions: Transactions, keep: int, batch_size: int = 1000) -> int:
     """Soft-deletes, for every instance, the live faults older than its newest `keep`.
 
     Returns how many it cleared. The newest are those that ListFaults shows
@@ -33,16 +33,16 @@ async def cap_history(engine: AsyncEngine, keep: int, batch_size: int = 1000) ->
     capped = 0
     after: str | None = None
     while True:
-        instances = await _instances_beyond(engine, keep, after, batch_size)
+        instances = await _instances_beyond(transactions, keep, after, batch_size)
         for instance_id in instances:
-            capped += await _cap_instance(engine, instance_id, keep, batch_size)
+            capped += await _cap_instance(transactions, instance_id, keep, batch_size)
         if len(instances) < batch_size:
             return capped
         after = instances[-1]
 
 
 async def _instances_beyond(
-    engine: AsyncEngine, keep: int, after: str | None, limit: int
+    transactions: Transactions, keep: int, after: str | None, limit: int
 ) -> Sequence[str]:
     """Up to `limit` instances with more than `keep` live faults, in id order after `after`."""
     query = (
@@ -55,41 +55,52 @@ async def _instances_beyond(
     )
     if after is not None:
         query = query.where(faults.c.instance_id > after)
-    async with engine.connect() as connection:
+
+    async def read(connection: AsyncConnection, _attempt: int) -> Sequence[str]:
         return (await connection.scalars(query)).all()
 
+    return await transactions.run(read)
 
-async def _cap_instance(engine: AsyncEngine, instance_id: str, keep: int, batch_size: int) -> int:
-    oldest_kept = await _oldest_kept(engine, instance_id, keep)
+
+async def _cap_instance(
+    transactions: Transactions, instance_id: str, keep: int, batch_size: int
+) -> int:
+    oldest_kept = await _oldest_kept(transactions, instance_id, keep)
     if oldest_kept is None:
         return 0
     older = sa.or_(
         faults.c.created < oldest_kept.created,
         sa.and_(faults.c.created == oldest_kept.created, faults.c.id < oldest_kept.id),
     )
+
+    async def cap_batch(connection: AsyncConnection, _attempt: int) -> tuple[int, int]:
+        """(ids found, faults cleared): a rerun after a lost commit finds the rest."""
+        ids = (
+            await connection.scalars(
+                sa.select(faults.c.id)
+                .where(faults.c.instance_id == instance_id, LIVE, older)
+                .limit(batch_size)
+            )
+        ).all()
+        if not ids:
+            return 0, 0
+        now = utc_now()
+        result = await connection.execute(
+            sa.update(faults)
+            .where(faults.c.id.in_(ids), LIVE)
+            .values(deleted=True, deleted_at=now, updated=now)
+        )
+        return len(ids), result.rowcount
+
     capped = 0
     while True:
-        async with engine.begin() as connection:
-            ids = (
-                await connection.scalars(
-                    sa.select(faults.c.id)
-                    .where(faults.c.instance_id == instance_id, LIVE, older)
-                    .limit(batch_size)
-                )
-            ).all()
-            if ids:
-                now = utc_now()
-                result = await connection.execute(
-                    sa.update(faults)
-                    .where(faults.c.id.in_(ids), LIVE)
-                    .values(deleted=True, deleted_at=now, updated=now)
-                )
-                capped += result.rowcount
-        if len(ids) < batch_size:
+        found, cleared = await transactions.run(cap_batch)
+        capped += cleared
+        if found < batch_size:
             return capped
 
 
-async def _oldest_kept(engine: AsyncEngine, instance_id: str, keep: int) -> Cursor | None:
+async def _oldest_kept(transactions: Transactions, instance_id: str, keep: int) -> Cursor | None:
     """The `keep`-th newest live fault of the instance, None when it has no more than that."""
     query = (
         sa.select(faults.c.created, faults.c.id)
@@ -98,6 +109,9 @@ async def _oldest_kept(engine: AsyncEngine, instance_id: str, keep: int) -> Curs
         .offset(keep - 1)
         .limit(1)
     )
-    async with engine.connect() as connection:
+
+    async def read(connection: AsyncConnection, _attempt: int) -> Cursor | None:
         row = (await connection.execute(query)).first()
-    return None if row is None else Cursor(created=row.created, id=row.id)
+        return None if row is None else Cursor(created=row.created, id=row.id)
+
+    return await transactions.run(read)

@@ -1,44 +1,36 @@
-"""Reads and writes of `instance_faults`, in SQLAlchemy Core, in as few statements as possible."""
+"""The one way into storage: faults recorded, read and cleared, in as few round trips as possible.
+
+Concurrent RecordFault calls share one INSERT and one COMMIT (group commit),
+and concurrent GetLatestFault calls one SELECT (coalesced reads): the store
+owns the batchers that gather them, so callers see only `record` and `latest`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import sqlite3
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import asdict, dataclass
+import functools
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from faultsvc.errors import AlreadyExists, FaultServiceError, Unavailable
-from faultsvc.faults import NewFault, StoredFault, utc_now
-from faultsvc.storage.failover import DatabaseEndpoints, describe
-from faultsvc.storage.retry import Failure, backoff_seconds, classify, error_number
+from faultsvc.errors import AlreadyExists, FaultServiceError
+from faultsvc.faults import STORED_FAULT_FIELDS, Cursor, Fault, StoredFault, utc_now
+from faultsvc.metrics import Metrics
+from faultsvc.storage import retention
+from faultsvc.storage.batching import Batcher, BatchFunction
+from faultsvc.storage.failover import DatabaseEndpoints
 from faultsvc.storage.tables import instance_faults as faults
+from faultsvc.storage.transactions import Transactions
 
-log = logging.getLogger(__name__)
+WRITE_BATCH_MAX = 500
+READ_BATCH_MAX = 1000
+DEFAULT_MAX_WAITING_CALLS = 2000
 
-# Attempts of one transaction, all within the database timeout together.
-MAX_ATTEMPTS = 5
-
-T = TypeVar("T")
-# A transaction's statements, given its connection and the attempt number (1, 2, ...).
-Work = Callable[[AsyncConnection, int], Awaitable[T]]
-
-FAULT_COLUMNS = (
-    faults.c.id,
-    faults.c.instance_id,
-    faults.c.message,
-    faults.c.details,
-    faults.c.source,
-    faults.c.host,
-    faults.c.created,
-    faults.c.updated,
-)
+# The columns of a stored fault, named as its fields: rows are read by name.
+FAULT_COLUMNS = tuple(faults.c[field.name] for field in STORED_FAULT_FIELDS)
 # The same, with details left in the database: an empty string in their place.
 BASIC_COLUMNS = tuple(
     sa.literal("", sa.Text).label("details") if column is faults.c.details else column
@@ -89,118 +81,132 @@ def _history_pages(columns: Sequence[sa.ColumnElement[Any]]) -> tuple[sa.Select[
 LATEST_FAULTS = {True: _latest_faults(FAULT_COLUMNS), False: _latest_faults(BASIC_COLUMNS)}
 HISTORY_PAGES = {True: _history_pages(FAULT_COLUMNS), False: _history_pages(BASIC_COLUMNS)}
 
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """Where a page of history ends: the (created, id) of its last fault."""
-
-    created: datetime
-    id: str
+# A write: the fault, and whether its id is the caller's (then a retry may find it stored).
+Recording = tuple[Fault, bool]
+# A read of the latest fault: the instance, and whether details are read.
+LatestRead = tuple[str, bool]
+# Makes the store's batchers; a tracing build makes batchers that trace each call.
+MakeBatcher = Callable[..., Batcher[Any, Any]]
 
 
 class FaultStore:
-    """The faults of all instances, kept in one table."""
+    """The faults of all instances, kept in one table.
 
-    def __init__(self, database: DatabaseEndpoints | AsyncEngine) -> None:
+    `record` and `latest` go through batchers, which `start` starts and
+    `close` drains; the other methods run their own transaction.
+    """
+
+    def __init__(
+        self,
+        database: DatabaseEndpoints | AsyncEngine,
+        *,
+        metrics: Metrics | None = None,
+        max_waiting_calls: int = DEFAULT_MAX_WAITING_CALLS,
+        make_batcher: MakeBatcher = Batcher,
+    ) -> None:
         if isinstance(database, AsyncEngine):
             database = DatabaseEndpoints([database])
-        self._database = database
+        self.database = database
+        self._transactions = Transactions(database)
+        self._metrics = metrics
+        self._writer: Batcher[Recording, StoredFault] = self._batcher(
+            make_batcher, "group-commit", self._record_each, WRITE_BATCH_MAX, max_waiting_calls
+        )
+        self._latest_reader: Batcher[LatestRead, StoredFault | None] = self._batcher(
+            make_batcher, "coalesced-reads", self._latest_each, READ_BATCH_MAX, max_waiting_calls
+        )
 
-    async def _run(self, work: Work[T], *, rerun_after_lost_commit: bool = True) -> T:
-        """Runs `work` in a transaction on the current endpoint and commits it.
+    def _batcher(
+        self,
+        make_batcher: MakeBatcher,
+        name: str,
+        run_batch: BatchFunction[Any, Any],
+        max_batch: int,
+        max_pending: int,
+    ) -> Batcher[Any, Any]:
+        batcher = make_batcher(name, run_batch, max_batch, max_pending=max_pending)
+        if self._metrics is not None:
+            batcher.on_batch = functools.partial(self._metrics.observe_batch, name)
+        return batcher
 
-        What is safe to retry is retried, with jittered backoff, within the
-        database timeout for all attempts together; then the call is
-        Unavailable. A conflict (a deadlock, a Galera certification conflict,
-        a lock wait timeout, a duplicate key) rolled the transaction back: it
-        runs again. An endpoint whose connection fails is left for the next
-        one; one that is only slow (a lock, a long statement) is pinged, and
-        left only if the ping gets no answer either.
-        A connection lost during COMMIT leaves the outcome unknown: the work
-        runs again only if `rerun_after_lost_commit`, and must then allow for
-        its earlier attempt having been committed (it is told the attempt).
-        A timeout cancels the statement, and its connection is discarded.
+    def start(self) -> None:
+        self._writer.start()
+        self._latest_reader.start()
+
+    async def close(self) -> None:
+        """Writes what was submitted, then closes the database's connections."""
+        await self._writer.close()
+        await self._latest_reader.close()
+        await self.database.dispose()
+
+    async def broken(self) -> BaseException:
+        """Returns the error of the first batcher that fails; the store is of no use after it.
+
+        Never returns while both run: a store whose writer died answers every
+        `record` Unavailable, and only a restart brings it back.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._database.timeout_seconds
-        attempt = 0
-        while True:
-            attempt += 1
-            engine = self._database.current
-            committing = False
-            try:
-                async with asyncio.timeout_at(deadline), engine.connect() as connection:
-                    result = await work(connection, attempt)
-                    committing = True
-                    await connection.commit()
-                return result
-            except (exc.SQLAlchemyError, OSError, TimeoutError) as error:
-                failure = classify(error)
-                if failure is Failure.OTHER:
-                    if isinstance(error, exc.OperationalError | exc.TimeoutError):
-                        raise Unavailable(f"database unavailable: {reason(error)}") from error
-                    raise
-                if failure is Failure.ENDPOINT_DOWN:
-                    self._database.failed(engine)
-                elif failure is Failure.NO_ANSWER:
-                    self._database.suspect(engine)
-                outcome_unknown = committing and failure in (
-                    Failure.ENDPOINT_DOWN,
-                    Failure.NO_ANSWER,
-                )
-                pause = backoff_seconds(attempt)
-                if (
-                    attempt == MAX_ATTEMPTS
-                    or (outcome_unknown and not rerun_after_lost_commit)
-                    or loop.time() + pause >= deadline
-                ):
-                    raise Unavailable(f"database unavailable: {reason(error)}; retry") from error
-                log.info(
-                    "attempt %d on %s failed (%s); retrying",
-                    attempt,
-                    describe(engine),
-                    reason(error),
-                )
-                await asyncio.sleep(pause)
+        stopped = [
+            asyncio.ensure_future(batcher.stopped())
+            for batcher in (self._writer, self._latest_reader)
+        ]
+        try:
+            for next_stopped in asyncio.as_completed(stopped):
+                error = await next_stopped
+                if error is not None:
+                    return error
+            await asyncio.Event().wait()  # both were closed: the server is stopping
+            raise AssertionError("unreachable")
+        finally:
+            for task in stopped:
+                task.cancel()
 
     async def ping(self) -> None:
         """Returns when an endpoint answers (the most preferred is used); else Unavailable."""
-        await self._database.probe()
+        await self.database.probe()
+
+    async def record(self, fault: Fault, *, caller_made_id: bool = False) -> StoredFault:
+        """Stores `fault`, with the faults recorded at the same moment; returns it as stored.
+
+        With a caller-made id already stored, nothing is written: the stored
+        fault is returned, or AlreadyExists when the id is another instance's.
+        """
+        return await self._writer.submit((fault, caller_made_id))
+
+    async def latest(self, instance_id: str, *, with_details: bool = True) -> StoredFault | None:
+        """The newest live fault of an instance, read together with those asked for meanwhile."""
+        return await self._latest_reader.submit((instance_id, with_details))
 
     async def record_batch(
-        self, batch: Sequence[NewFault]
+        self, batch: Sequence[Recording]
     ) -> list[StoredFault | FaultServiceError]:
         """Stores a batch in one multi-row INSERT and one COMMIT.
 
         Returns, in order, each fault as stored, or the error of that fault
-        alone. A fault whose caller-made id is already stored is not written
-        again: its stored row is returned (or AlreadyExists, when the id
-        belongs to another instance).
+        alone (see `record`).
 
         A batch is written again after a conflict (a caller-made id inserted
         by another server between our check and our insert) or a commit whose
         outcome is unknown. Every id of the batch, the ones this server made
         too, is then looked up first, so no fault is ever stored twice.
         """
-        return await self._run(
+        return await self._transactions.run(
             lambda connection, attempt: self._record(connection, batch, retry=attempt > 1)
         )
 
     async def _record(
-        self, connection: AsyncConnection, batch: Sequence[NewFault], *, retry: bool
+        self, connection: AsyncConnection, batch: Sequence[Recording], *, retry: bool
     ) -> list[StoredFault | FaultServiceError]:
         now = utc_now()
         existing = await self._stored_by_id(
-            connection, {fault.id for fault in batch if fault.caller_made_id or retry}
+            connection, {fault.id for fault, caller_made_id in batch if caller_made_id or retry}
         )
         results: list[StoredFault | FaultServiceError] = []
         rows = []
-        for fault in batch:
+        for fault, _ in batch:
             stored = existing.get(fault.id)
             if stored is None:
-                stored = _as_stored(fault, now)
-                existing[fault.id] = stored
-                rows.append(asdict(stored))
+                stored = existing[fault.id] = StoredFault.of(fault, updated=now)
+                rows.append(stored.as_row())
             results.append(
                 stored
                 if stored.instance_id == fault.instance_id
@@ -210,15 +216,24 @@ class FaultStore:
             await connection.execute(INSERT_FAULTS, rows)
         return results
 
+    async def _record_each(
+        self, batch: Sequence[Recording]
+    ) -> Sequence[StoredFault | FaultServiceError]:
+        results = await self.record_batch(batch)
+        if self._metrics is not None:
+            self._metrics.pool_in_use.set(self.database.current.pool.checkedout())  # type: ignore[attr-defined]
+            self._metrics.count_recorded(r.source for r in results if isinstance(r, StoredFault))
+        return results
+
     async def _stored_by_id(
         self, connection: AsyncConnection, ids: Collection[str]
     ) -> dict[str, StoredFault]:
         if not ids:
             return {}
         result = await connection.execute(FAULTS_BY_ID, {"ids": list(ids)})
-        return {row.id: StoredFault(*row) for row in result}
+        return {row.id: StoredFault.from_row(row) for row in result}
 
-    async def latest_for(
+    async def latest_many(
         self, instance_ids: Collection[str], *, with_details: bool = True
     ) -> dict[str, StoredFault]:
         """The newest live fault of each instance that has one, in one query.
@@ -237,13 +252,24 @@ class FaultStore:
         async def read(connection: AsyncConnection, _attempt: int) -> dict[str, StoredFault]:
             latest: dict[str, StoredFault] = {}
             for row in await connection.execute(LATEST_FAULTS[with_details], parameters):
-                fault = StoredFault(*row)
+                fault = StoredFault.from_row(row)
                 current = latest.get(fault.instance_id)
                 if current is None or fault.id > current.id:
                     latest[fault.instance_id] = fault
             return latest
 
-        return await self._run(read)
+        return await self._transactions.run(read)
+
+    async def _latest_each(self, reads: Sequence[LatestRead]) -> list[StoredFault | None]:
+        """The latest fault of each (instance, with details): one query per kind asked for."""
+        latest = {
+            with_details: await self.latest_many(
+                {instance_id for instance_id, details in reads if details == with_details},
+                with_details=with_details,
+            )
+            for with_details in {details for _, details in reads}
+        }
+        return [latest[details].get(instance_id) for instance_id, details in reads]
 
     async def history(
         self,
@@ -261,9 +287,10 @@ class FaultStore:
             parameters |= {"created": after.created, "id": after.id}
 
         async def read(connection: AsyncConnection, _attempt: int) -> list[StoredFault]:
-            return [StoredFault(*row) for row in await connection.execute(query, parameters)]
+            rows = await connection.execute(query, parameters)
+            return [StoredFault.from_row(row) for row in rows]
 
-        return await self._run(read)
+        return await self._transactions.run(read)
 
     async def clear(self, instance_id: str) -> int:
         """Soft-deletes the live faults of an instance; returns how many.
@@ -281,7 +308,11 @@ class FaultStore:
             )
             return result.rowcount
 
-        return await self._run(clear, rerun_after_lost_commit=False)
+        return await self._transactions.run(clear, rerun_after_lost_commit=False)
+
+    async def cap_history(self, keep: int, batch_size: int = 1000) -> int:
+        """Clears, for every instance, the live faults older than its newest `keep`."""
+        return await retention.cap_history(self._transactions, keep, batch_size)
 
     async def purge(self, cleared_before: datetime, batch_size: int = 1000) -> int:
         """Hard-deletes faults cleared before a date, in bounded batches; returns how many."""
@@ -300,39 +331,7 @@ class FaultStore:
 
         purged = 0
         while True:
-            count = await self._run(purge_batch)
+            count = await self._transactions.run(purge_batch)
             purged += count
             if count < batch_size:
                 return purged
-
-
-def reason(error: BaseException) -> str:
-    """Why a transaction failed, in words fit for a caller: no hosts, no SQL."""
-    if isinstance(error, TimeoutError):
-        return "no answer within the timeout"
-    if isinstance(error, exc.TimeoutError):
-        return "all connections are busy"
-    if isinstance(error, exc.DBAPIError) and isinstance(error.orig, sqlite3.Error):
-        return str(error.orig)  # "database is locked", "unable to open database file"
-    kind = classify(error)
-    if kind is Failure.CONFLICT:
-        what = "conflict with a concurrent write"
-    elif kind is Failure.ENDPOINT_DOWN:
-        what = "not answering"
-    else:
-        what = "request refused"
-    number = error_number(error) if isinstance(error, exc.DBAPIError) else None
-    return f"{what} (MySQL error {number})" if number else what
-
-
-def _as_stored(fault: NewFault, now: datetime) -> StoredFault:
-    return StoredFault(
-        id=fault.id,
-        instance_id=fault.instance_id,
-        message=fault.message,
-        details=fault.details,
-        source=fault.source,
-        host=fault.host,
-        created=fault.created,
-        updated=now,
-    )

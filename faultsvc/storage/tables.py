@@ -5,16 +5,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from faultsvc.faults import ID_MAX_CHARS, LABEL_MAX_CHARS, MESSAGE_MAX_CHARS
+
 metadata = sa.MetaData()
 
 # MySQL's DATETIME drops fractions unless declared DATETIME(6); without them,
 # faults written in the same second have no order.
 UtcDateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-
-MESSAGE_MAX_CHARS = 255
-DETAILS_MAX_BYTES = 65_535
-ID_MAX_CHARS = 64
-LABEL_MAX_CHARS = 255
 
 instance_faults = sa.Table(
     "instance_faults",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -28,7 +29,18 @@ def make_calls(target: str) -> None:
 
 
 def check_metrics(port: int) -> None:
-    samples = scrape(port)
+    """The metrics of make_calls, once the last call is counted.
+
+    A call is counted after its answer is sent: the scrape right after the
+    client saw the answer may come before the count.
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        samples = scrape(port)
+        invalid = (("code", "INVALID_ARGUMENT"), ("method", "GetLatestFault"))
+        if ("faultsvc_rpc_requests_total", invalid) in samples or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert (
         samples[("faultsvc_rpc_requests_total", (("code", "OK"), ("method", "RecordFault")))] == 5
     )

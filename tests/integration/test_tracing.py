@@ -94,8 +94,8 @@ async def test_nothing_traces_unless_tracing_is_configured(settings: Settings) -
     await untraced.start()
     await untraced.stop()
     assert untraced.tracer_provider is None
-    assert type(untraced.writer) is Batcher
-    assert type(untraced.latest_reader) is Batcher
+    assert type(untraced.store._writer) is Batcher
+    assert type(untraced.store._latest_reader) is Batcher
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):

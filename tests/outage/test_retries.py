@@ -25,7 +25,7 @@ from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.storage.store import FaultStore
 from faultsvc.storage.tables import instance_faults
 from tests.support.databases import fresh_mariadb_database
-from tests.support.faults import new_fault
+from tests.support.faults import caller_made, new_fault, server_made
 from tests.support.mariadb import PrivateMariaDB
 from tests.support.proxy import CommitAnswerLosingProxy
 
@@ -66,13 +66,9 @@ async def test_a_batch_whose_commit_answer_is_lost_is_stored_once_and_acknowledg
     proxied: Proxied,
 ) -> None:
     """Ids made by the server before the batch are looked up on the retry too."""
-    batch = [
-        new_fault("i-1"),
-        new_fault("i-2"),
-        new_fault("i-3", caller_made_id=True),
-    ]
+    batch = [new_fault("i-1"), new_fault("i-2"), new_fault("i-3")]
     proxied.proxy.lose_next_commit_answers(1)
-    results = await proxied.store.record_batch(batch)
+    results = await proxied.store.record_batch([*server_made(batch[:2]), caller_made(batch[2])])
     assert proxied.proxy.lost_answers == 1
     assert all(isinstance(result, StoredFault) for result in results)
     assert [result.id for result in results] == [fault.id for fault in batch]  # type: ignore[union-attr]
@@ -83,12 +79,12 @@ async def test_a_clear_whose_commit_answer_is_lost_is_unavailable_and_not_repeat
     proxied: Proxied,
 ) -> None:
     """A second run would find nothing left to clear and answer 0: the caller is told instead."""
-    await proxied.store.record_batch([new_fault("i-1"), new_fault("i-1")])
+    await proxied.store.record_batch(server_made([new_fault("i-1"), new_fault("i-1")]))
     proxied.proxy.lose_next_commit_answers(1)
     with pytest.raises(Unavailable):
         await proxied.store.clear("i-1")
     assert proxied.proxy.lost_answers == 1
-    assert await proxied.store.latest_for({"i-1"}) == {}
+    assert await proxied.store.latest_many({"i-1"}) == {}
     assert await proxied.store.clear("i-1") == 0
 
 
@@ -101,7 +97,9 @@ async def test_a_transaction_rolled_back_by_a_lock_wait_timeout_runs_again(
     try:
         await upgrade_to_head(engine)
         store = FaultStore(engine)
-        await store.record_batch([new_fault("i-1"), replace(new_fault("i-1"), message="again")])
+        await store.record_batch(
+            server_made([new_fault("i-1"), replace(new_fault("i-1"), message="again")])
+        )
         holder = mariadb.connect(make_url(private_url).database)
         with holder.cursor() as cursor:
             cursor.execute("BEGIN")
@@ -114,7 +112,7 @@ async def test_a_transaction_rolled_back_by_a_lock_wait_timeout_runs_again(
 
         releasing = asyncio.create_task(asyncio.to_thread(release_later))
         started = time.monotonic()
-        with caplog.at_level(logging.INFO, logger="faultsvc.storage.store"):
+        with caplog.at_level(logging.INFO, logger="faultsvc.storage.transactions"):
             cleared = await store.clear("i-1")
         waited = time.monotonic() - started
         await releasing

@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.faults import new_fault_id, utc_now
-from faultsvc.storage.retention import cap_history
 from faultsvc.storage.store import FaultStore
 from faultsvc.storage.tables import instance_faults
 from faultsvc.v1 import fault_service_pb2 as pb
@@ -111,7 +110,7 @@ async def test_cap_clears_the_oldest_beyond_the_newest_n_in_bounded_batches(
     history_before = await FaultStore(engine).history("busy", 10)
 
     with rows_touched_by(engine, "UPDATE") as updates:
-        capped = await cap_history(engine, keep=10, batch_size=4)
+        capped = await FaultStore(engine).cap_history(keep=10, batch_size=4)
 
     assert capped == 17
     assert updates == [4, 4, 4, 4, 1]
@@ -120,7 +119,7 @@ async def test_cap_clears_the_oldest_beyond_the_newest_n_in_bounded_batches(
     after = await all_rows(engine)
     for untouched in quiet + cleared_before:
         assert after[untouched["id"]] == before[untouched["id"]]
-    assert await cap_history(engine, keep=10, batch_size=4) == 0
+    assert await FaultStore(engine).cap_history(keep=10, batch_size=4) == 0
 
 
 async def test_cap_keeps_instances_at_or_under_the_cap_whole(engine: AsyncEngine) -> None:
@@ -128,7 +127,7 @@ async def test_cap_keeps_instances_at_or_under_the_cap_whole(engine: AsyncEngine
     faults = [row(f"i-{n}", base + timedelta(seconds=m)) for n in range(30) for m in range(n % 4)]
     await insert(engine, faults)
     before = await all_rows(engine)
-    assert await cap_history(engine, keep=3, batch_size=7) == 0
+    assert await FaultStore(engine).cap_history(keep=3, batch_size=7) == 0
     assert await all_rows(engine) == before
 
 

@@ -130,7 +130,7 @@ async def test_a_server_whose_writer_dies_answers_unavailable_and_stops(
     async def fatal(*_: object) -> None:
         raise Fatal("a bug in the writer")
 
-    monkeypatch.setattr(server.writer, "_settle", fatal)
+    monkeypatch.setattr(server.store._writer, "_settle", fatal)
     with pytest.raises(grpc.aio.AioRpcError) as failed:
         await record(stub, "i-during")
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -13,12 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.errors import AlreadyExists, FaultServiceError
-from faultsvc.faults import NewFault, StoredFault, utc_now
+from faultsvc.faults import Cursor, Fault, StoredFault, utc_now
 from faultsvc.storage.batching import Batcher
 from faultsvc.storage.migrate import upgrade_to_head
-from faultsvc.storage.store import Cursor, FaultStore
+from faultsvc.storage.store import FaultStore, Recording
 from faultsvc.storage.tables import instance_faults
-from tests.support.faults import new_fault
+from tests.support.faults import caller_made, new_fault, server_made
 
 
 @pytest.fixture
@@ -26,8 +26,8 @@ def store(engine: AsyncEngine) -> FaultStore:
     return FaultStore(engine)
 
 
-async def stored(store: FaultStore, fault: NewFault) -> StoredFault:
-    (result,) = await store.record_batch([fault])
+async def stored(store: FaultStore, fault: Fault, *, caller_made_id: bool = False) -> StoredFault:
+    (result,) = await store.record_batch([(fault, caller_made_id)])
     assert isinstance(result, StoredFault)
     return result
 
@@ -44,17 +44,17 @@ async def test_upgrade_is_idempotent(engine: AsyncEngine) -> None:
 async def test_times_keep_microseconds(store: FaultStore) -> None:
     base = utc_now().replace(microsecond=0)
     faults = [new_fault(created=base + timedelta(microseconds=n)) for n in (3, 1, 2)]
-    await store.record_batch(faults)
+    await store.record_batch(server_made(faults))
     history = await store.history("i-1", 10)
     assert [f.created.microsecond for f in history] == [3, 2, 1]
 
 
 async def test_a_batch_is_one_commit_with_per_fault_results(store: FaultStore) -> None:
-    taken = await stored(store, new_fault("i-1", caller_made_id=True))
+    taken = await stored(store, new_fault("i-1"), caller_made_id=True)
     batch = [
-        new_fault("i-2"),
-        replace(new_fault("i-3"), id=taken.id, caller_made_id=True),  # another instance's id
-        replace(new_fault("i-1", message="retry"), id=taken.id, caller_made_id=True),
+        (new_fault("i-2"), False),
+        caller_made(replace(new_fault("i-3"), id=taken.id)),  # another instance's id
+        caller_made(replace(new_fault("i-1", message="retry"), id=taken.id)),
     ]
     results = await store.record_batch(batch)
     assert isinstance(results[0], StoredFault)
@@ -63,8 +63,10 @@ async def test_a_batch_is_one_commit_with_per_fault_results(store: FaultStore) -
 
 
 async def test_the_same_new_id_twice_in_one_batch_is_stored_once(store: FaultStore) -> None:
-    fault = new_fault(caller_made_id=True)
-    first, second = await store.record_batch([fault, replace(fault, message="dup")])
+    fault = new_fault()
+    first, second = await store.record_batch(
+        [caller_made(fault), caller_made(replace(fault, message="dup"))]
+    )
     assert first == second
     assert len(await store.history("i-1", 10)) == 1
 
@@ -72,13 +74,13 @@ async def test_the_same_new_id_twice_in_one_batch_is_stored_once(store: FaultSto
 async def test_latest_for_many_instances_in_one_query(store: FaultStore) -> None:
     now = utc_now()
     await store.record_batch(
-        [
+        server_made(
             new_fault(f"i-{n}", created=now - timedelta(seconds=s))
             for n in range(50)
             for s in (3, 1, 2)
-        ]
+        )
     )
-    latest = await store.latest_for({f"i-{n}" for n in range(60)})
+    latest = await store.latest_many({f"i-{n}" for n in range(60)})
     assert set(latest) == {f"i-{n}" for n in range(50)}
     assert all(f.created == now - timedelta(seconds=1) for f in latest.values())
 
@@ -86,23 +88,23 @@ async def test_latest_for_many_instances_in_one_query(store: FaultStore) -> None
 async def test_latest_breaks_ties_by_the_greater_id(store: FaultStore) -> None:
     same_time = utc_now()
     faults = [new_fault(created=same_time) for _ in range(3)]
-    await store.record_batch(faults)
-    assert (await store.latest_for(["i-1"]))["i-1"].id == max(f.id for f in faults)
+    await store.record_batch(server_made(faults))
+    assert (await store.latest_many(["i-1"]))["i-1"].id == max(f.id for f in faults)
     assert (await store.history("i-1", 1))[0].id == max(f.id for f in faults)
 
 
 async def test_history_pages_do_not_overlap_on_equal_dates(store: FaultStore) -> None:
     same_time = utc_now()
-    await store.record_batch([new_fault(created=same_time) for _ in range(5)])
+    await store.record_batch(server_made(new_fault(created=same_time) for _ in range(5)))
     first = await store.history("i-1", 2)
     rest = await store.history("i-1", 10, Cursor(first[-1].created, first[-1].id))
     assert len({f.id for f in first + rest}) == 5
 
 
 async def test_clear_and_purge(store: FaultStore, engine: AsyncEngine) -> None:
-    await store.record_batch([new_fault("i-1") for _ in range(5)] + [new_fault("i-2")])
+    await store.record_batch(server_made([*(new_fault("i-1") for _ in range(5)), new_fault("i-2")]))
     assert await store.clear("i-1") == 5
-    assert await store.latest_for(["i-1"]) == {}
+    assert await store.latest_many(["i-1"]) == {}
     assert await store.purge(utc_now() - timedelta(days=1)) == 0  # cleared just now
     assert await store.purge(utc_now() + timedelta(seconds=1), batch_size=2) == 5
     async with engine.connect() as connection:
@@ -112,16 +114,16 @@ async def test_clear_and_purge(store: FaultStore, engine: AsyncEngine) -> None:
 
 async def test_group_commit_gathers_concurrent_writes(store: FaultStore) -> None:
     batch_sizes: list[int] = []
-    writer: Batcher[NewFault, StoredFault] = Batcher("writer", store.record_batch, max_batch=100)
+    writer: Batcher[Recording, StoredFault] = Batcher("writer", store.record_batch, max_batch=100)
     writer.on_batch = lambda size, waited: batch_sizes.append(size)
     writer.start()
     faults = [new_fault(f"i-{n}") for n in range(300)]
-    results = await asyncio.gather(*(writer.submit(f) for f in faults))
+    results = await asyncio.gather(*(writer.submit(f) for f in server_made(faults)))
     await writer.close()
     assert [r.id for r in results] == [f.id for f in faults]
     assert sum(batch_sizes) == 300
     assert max(batch_sizes) > 1
-    assert len(await store.latest_for({f.instance_id for f in faults})) == 300
+    assert len(await store.latest_many({f.instance_id for f in faults})) == 300
 
 
 async def test_a_failing_batch_fails_only_its_callers() -> None:
@@ -142,10 +144,10 @@ async def test_a_failing_batch_fails_only_its_callers() -> None:
 
 
 async def test_idempotent_ids_hold_across_concurrent_batches(store: FaultStore) -> None:
-    writer: Batcher[NewFault, StoredFault] = Batcher("writer", store.record_batch, max_batch=7)
+    writer: Batcher[Recording, StoredFault] = Batcher("writer", store.record_batch, max_batch=7)
     writer.start()
     fault_id = str(uuid.uuid4())
-    retries = [new_fault(id=fault_id, caller_made_id=True, message=f"try {n}") for n in range(40)]
+    retries = [caller_made(new_fault(id=fault_id, message=f"try {n}")) for n in range(40)]
     results = await asyncio.gather(*(writer.submit(f) for f in retries))
     await writer.close()
     assert len({r.message for r in results}) == 1

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
-from faultsvc.faults import NewFault, new_fault_id, utc_now
+from faultsvc.faults import Fault, new_fault_id, utc_now
+from faultsvc.storage.store import Recording
 
 
-def new_fault(instance_id: str = "i-1", **changes: object) -> NewFault:
+def new_fault(instance_id: str = "i-1", **changes: object) -> Fault:
     """A valid fault of `instance_id`, with a server-made id unless `changes` say otherwise."""
-    fault = NewFault(
+    fault = Fault(
         id=new_fault_id(),
         instance_id=instance_id,
         message="boom",
@@ -17,6 +19,15 @@ def new_fault(instance_id: str = "i-1", **changes: object) -> NewFault:
         source="taskmanager",
         host="tm-1",
         created=utc_now(),
-        caller_made_id=False,
     )
     return replace(fault, **changes)  # type: ignore[arg-type]
+
+
+def server_made(faults: Iterable[Fault]) -> list[Recording]:
+    """The faults, recorded as the server records those whose ids it made."""
+    return [(fault, False) for fault in faults]
+
+
+def caller_made(fault: Fault) -> Recording:
+    """The fault, recorded as the server records one whose id its caller made."""
+    return (fault, True)

@@ -19,7 +19,7 @@ def test_short_text_is_kept_whole() -> None:
 
 
 def test_message_is_cut_to_255_characters_marker_included() -> None:
-    cut = faults.check_message("é" * 300)
+    cut = faults.truncate_chars("é" * 300, faults.MESSAGE_MAX_CHARS)
     assert len(cut) == 255
     assert cut == "é" * (255 - len(TRUNCATION_MARKER)) + TRUNCATION_MARKER
 

@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 
 from faultsvc.errors import InvalidArgument
+from faultsvc.faults import Cursor
 from faultsvc.pagination import decode_page_token, encode_page_token, page_size
-from faultsvc.storage.store import Cursor
 
 
 def test_token_round_trip() -> None:
