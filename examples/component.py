@@ -21,7 +21,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 import oslo_messaging  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
-from faultsvc_client import SyncFaultReporter  # noqa: E402
+from faultsvc_client import FaultReporter, SyncFaultReporter  # noqa: E402
 
 
 class GuestError(Exception):
@@ -49,7 +49,7 @@ def main(instance_id: str) -> None:
     # The direct call, for errors no notification carries. Any exception but
     # a GuestError is shown by its class name, its text kept for admins.
     with SyncFaultReporter(
-        target, source="taskmanager", safe_exception_types=[GuestError]
+        FaultReporter(target, source="taskmanager", safe_exception_types=[GuestError])
     ) as reporter:
         notifier.error(
             {},

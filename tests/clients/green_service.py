@@ -36,7 +36,12 @@ import oslo_messaging  # type: ignore[import-untyped]  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 from oslo_log import log  # noqa: E402
 
-from faultsvc_client import Backoff, SyncFaultReporter, SyncFaultServiceClient  # noqa: E402
+from faultsvc_client import (  # noqa: E402
+    Backoff,
+    FaultReporter,
+    SyncFaultReporter,
+    SyncFaultServiceClient,
+)
 
 TICK = 0.001
 GREEN_READERS = 50
@@ -69,11 +74,13 @@ def failing_step(instance_id: str) -> None:
 def run_reporter(target: str, instance_id: str) -> dict[str, Any]:
     ticker = Ticker()
     reporter = SyncFaultReporter(
-        target,
-        source="conductor",
-        host="cond-1",
-        backoff=Backoff(initial=0.05, maximum=0.2),
-        safe_exception_types=[RuntimeError],
+        FaultReporter(
+            target,
+            source="conductor",
+            host="cond-1",
+            backoff=Backoff(initial=0.05, maximum=0.2),
+            safe_exception_types=[RuntimeError],
+        )
     )
     reporter.start()
     fault_ids = [reporter.report(instance_id, "Volume attach failed", "attach timed out")]

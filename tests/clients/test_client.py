@@ -9,15 +9,13 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from faultsvc.app import FaultServer
 from faultsvc_client import CallOptions, FaultServiceClient, FaultServiceError, RetryPolicy
 from faultsvc_client.client import call_metadata
+from tests.clients.server_answers import LOCK_WAIT_SECONDS, record_fault_answers
 from tests.support.databases import writes_locked
 from tests.support.servers import MakeServer, free_port
 
 TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom'
-# How long the server's writes wait for a locked table, then answer UNAVAILABLE.
-LOCK_WAIT_SECONDS = 0.5
 
 
 def new_instance() -> str:
@@ -198,14 +196,6 @@ async def test_a_role_too_long_for_metadata_is_refused_not_sent(
         await user_client.get_latest_fault(new_instance(), roles=["r" * 65_536])
 
     assert failure.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-def record_fault_answers(server: FaultServer, code: grpc.StatusCode) -> int:
-    """How many RecordFault calls the server answered with `code`: one per attempt."""
-    samples = server.metrics_registry.get_sample_value(
-        "faultsvc_rpc_requests_total", {"method": "RecordFault", "code": code.name}
-    )
-    return int(samples or 0)
 
 
 async def test_a_call_answered_unavailable_is_retried_until_it_is_recorded(

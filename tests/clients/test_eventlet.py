@@ -5,24 +5,35 @@ run it against a faultsvc that is down while the service reports, and start
 it only once the faults are queued: the service's waits then last through
 the outage. In all, a green thread ticking all along shows that no wait
 held up the others.
+
+What the clients rely on in grpc's private extension to run there is
+checked on its own, so that a grpcio that changed it fails by name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+import multiprocessing
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any
 
+import grpc
 import pytest
 
 from faultsvc.v1.fault_pb2 import Fault
 from faultsvc_client import FaultServiceClient
+from faultsvc_client.loop_thread import GreenLoopThread, lent_to_grpc
 from tests.clients.processes import CHILD_TIMEOUT, python_env
 from tests.support.servers import ServerProcess
 
@@ -181,3 +192,58 @@ async def test_sync_client_serves_many_green_threads_at_once_with_their_own_role
     assert outcome["details_seen"] == {"admin": ["Traceback ..."], "tenant": [""]}
     assert outcome["most_at_once"] == GREEN_READERS
     assert outcome["held_longest"] < LONGEST_HOLD
+
+
+def module_like(module: ModuleType, **replaced: Any) -> ModuleType:
+    copy = ModuleType(module.__name__)
+    copy.__dict__.update(vars(module), **replaced)
+    return copy
+
+
+def what_grpc_takes_from_lent_modules_for_its_first_channel() -> list[str]:
+    """Run in a fresh process: grpc makes its thread and sockets for its first channel only."""
+    taken: list[str] = []
+
+    class Thread(threading.Thread):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            taken.append("threading.Thread")
+            super().__init__(*args, **kwargs)
+
+    def socketpair(*args: Any) -> tuple[socket.socket, socket.socket]:
+        taken.append("socket.socketpair")
+        return socket.socketpair(*args)
+
+    lent = {
+        "threading": module_like(threading, Thread=Thread),
+        "socket": module_like(socket, socketpair=socketpair),
+    }
+
+    async def make_first_channel() -> None:
+        with lent_to_grpc(lent):
+            channel = grpc.aio.insecure_channel("127.0.0.1:9")
+        await channel.close()
+
+    asyncio.run(make_first_channel())
+    return taken
+
+
+def test_grpc_makes_its_thread_and_sockets_from_the_modules_lent_to_it() -> None:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
+        taken = fresh.submit(what_grpc_takes_from_lent_modules_for_its_first_channel)
+        assert taken.result(CHILD_TIMEOUT) == ["threading.Thread", "socket.socketpair"], (
+            f"grpcio {grpc.__version__} no longer makes the thread that polls its completion "
+            "queue, or the sockets that wake the event loop, from the `threading` and `socket` "
+            "of grpc._cython.cygrpc: lending it unpatched ones does nothing, and under eventlet "
+            "that thread is a green one that never runs"
+        )
+
+
+def test_a_grpcio_that_holds_nothing_to_lend_through_fails_by_name_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(importlib.import_module("grpc._cython.cygrpc"), "socket")
+    loop_thread = GreenLoopThread("faultsvc-test")
+
+    with pytest.raises(RuntimeError, match=r"grpc\._cython\.cygrpc holds no 'socket' module"):
+        loop_thread.start(asyncio.sleep(0), timeout=5)
+    assert loop_thread.loop.is_closed()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import cast
 
+import grpc
 import pytest
 
 from faultsvc.app import FaultServer
@@ -21,7 +24,9 @@ from faultsvc_client import (
     SyncFaultReporter,
 )
 from faultsvc_client.fault_info import process_name
-from tests.support.servers import ServerProcess
+from tests.clients.server_answers import LOCK_WAIT_SECONDS, record_fault_answers
+from tests.support.databases import writes_locked
+from tests.support.servers import MakeServer, ServerProcess
 
 QUICK = Backoff(initial=0.05, maximum=0.3)
 
@@ -85,6 +90,50 @@ async def test_full_queue_drops_the_oldest_faults(
         "fault 2",
     ]
     assert reporter.stats == ReporterStats(reported=5, delivered=3, dropped=2)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Waits, 20 s at most, until `condition()` holds: a metric or a log gives no event to await."""
+    async with asyncio.timeout(20):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_full_queue_keeps_the_fault_being_sent_and_drops_the_oldest_waiting(
+    make_server: MakeServer, database_url: str
+) -> None:
+    server = await make_server(database_timeout_seconds=LOCK_WAIT_SECONDS)
+    instance = new_instance()
+    async with FaultReporter(server.target, max_queue_size=2, backoff=QUICK) as reporter:
+        with writes_locked(database_url):
+            reporter.report(instance, "being sent")
+            await until(lambda: record_fault_answers(server, grpc.StatusCode.UNAVAILABLE) > 0)
+            for n in range(3):
+                reporter.report(instance, f"waiting {n}")
+            assert (reporter.pending, reporter.stats.dropped) == (3, 1)
+        assert await reporter.flush(30)
+
+    history = await history_of(server.target, instance)
+    assert [fault.message for fault in history] == ["waiting 2", "waiting 1", "being sent"]
+    assert reporter.stats == ReporterStats(reported=4, delivered=3, dropped=1)
+
+
+async def test_each_attempt_is_one_call_the_channel_does_not_retry_it(
+    make_server: MakeServer, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_server(database_timeout_seconds=LOCK_WAIT_SECONDS)
+    caplog.set_level(logging.DEBUG, logger="faultsvc_client.reporter")
+    # The second attempt is a minute away: every answer seen before it is to the first.
+    reporter = FaultReporter(server.target, backoff=Backoff(initial=60, maximum=60, jitter=0))
+    with writes_locked(database_url):
+        await reporter.start()
+        reporter.report(new_instance(), "waits for the locked table")
+        await until(lambda: "will retry" in caplog.text)
+        assert record_fault_answers(server, grpc.StatusCode.UNAVAILABLE) == 1
+        await reporter.close(timeout=0)
+
+    # Given up on at close: counted, not silently lost.
+    assert reporter.stats == ReporterStats(reported=1, dropped=1)
 
 
 async def test_rejected_fault_is_dropped_and_the_next_one_delivered(
@@ -228,20 +277,27 @@ async def test_reporting_reports_and_reraises_from_blocks_and_functions(
     ]
 
 
-@pytest.mark.parametrize("kind", [FaultReporter, SyncFaultReporter])
-async def test_faults_reported_before_start_are_delivered_at_close(
-    kind: type[FaultReporter | SyncFaultReporter],
-    server: FaultServer,
-    admin_client: FaultServiceClient,
-) -> None:
-    instance = new_instance()
-    reporter = kind(server.target)
-    reporter.report(instance, "reported before start")
+def new_reporter(kind: str, target: str) -> FaultReporter | SyncFaultReporter:
+    reporter = FaultReporter(target)
+    return SyncFaultReporter(reporter) if kind == "threaded" else reporter
 
+
+async def close(reporter: FaultReporter | SyncFaultReporter) -> None:
     if isinstance(reporter, FaultReporter):
         await reporter.close(timeout=10)
     else:
         await asyncio.to_thread(reporter.close, 10)
+
+
+@pytest.mark.parametrize("kind", ["async", "threaded"])
+async def test_faults_reported_before_start_are_delivered_at_close(
+    kind: str, server: FaultServer, admin_client: FaultServiceClient
+) -> None:
+    instance = new_instance()
+    reporter = new_reporter(kind, server.target)
+    reporter.report(instance, "reported before start")
+
+    await close(reporter)
 
     assert [f.message async for f in admin_client.iter_faults(instance)] == [
         "reported before start"
@@ -252,9 +308,24 @@ async def test_faults_reported_before_start_are_delivered_at_close(
 async def test_report_never_raises_into_its_caller(server: FaultServer) -> None:
     async with FaultReporter(server.target) as reporter:
         assert reporter.report(new_instance(), cast(str, object())) is None
+    assert reporter.stats == ReporterStats()
 
-    assert reporter.report(new_instance(), "after close") is not None
-    assert reporter.stats.dropped == 1
+
+@pytest.mark.parametrize("kind", ["async", "threaded"])
+@pytest.mark.parametrize("started", [True, False], ids=["started", "never started"])
+async def test_a_closed_reporter_queues_nothing_and_gives_no_fault_id(
+    kind: str, started: bool, server: FaultServer
+) -> None:
+    reporter = new_reporter(kind, server.target)
+    if started and isinstance(reporter, FaultReporter):
+        await reporter.start()
+    elif started:
+        await asyncio.to_thread(reporter.start)
+    await close(reporter)
+
+    assert reporter.report(new_instance(), "after close") is None
+    assert reporter.report_exception(new_instance(), ValueError("after close")) is None
+    assert (reporter.pending, reporter.stats) == (0, ReporterStats(reported=2, dropped=2))
 
 
 async def test_reporter_names_its_process_and_host_by_default(
@@ -274,7 +345,7 @@ async def test_sync_reporter_delivers_from_many_threads_through_an_outage(
     faultsvc_process: ServerProcess,
 ) -> None:
     server, instance = faultsvc_process, new_instance()
-    reporter = SyncFaultReporter(server.target, source="conductor", backoff=QUICK)
+    reporter = SyncFaultReporter(FaultReporter(server.target, source="conductor", backoff=QUICK))
     reporter.start()
     reported: dict[int, list[str | None]] = {}
 

@@ -43,7 +43,7 @@ def test_make_serve_installs_the_runtime_without_the_dev_tools(tmp_path: Path) -
     shutil.copy(ROOT / "Makefile", tmp_path)
     (tmp_path / "pyproject.toml").touch()
     planned = subprocess.run(
-        ["make", "-n", "serve", "ARGS=--listen 127.0.0.1:50052"],
+        ["make", "--no-print-directory", "-n", "serve", "ARGS=--listen 127.0.0.1:50052"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -12,19 +12,28 @@ It works under eventlet's monkey patching too, as OpenStack services run
 thread in such a service, logging's locks must work across threads and
 green threads, as oslo.log's `setup()` makes them: a handler whose lock is
 green can leave the loop's thread waiting on it for good.
+
+grpc supports gevent (`grpc.experimental.gevent`) but not eventlet: support
+for it was proposed to grpc and never merged. So under eventlet grpc's C
+extension is lent unpatched modules while a channel is made (see
+`lent_to_grpc`), which relies on how grpcio makes its own thread: a grpcio
+that changed it is refused at start, by name, rather than left to hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from types import ModuleType
 from typing import Any, TypeVar
+
+import grpc
 
 _T = TypeVar("_T")
 
@@ -35,6 +44,11 @@ LOOP_GRACE = 5.0
 # How often a green thread waiting for the loop looks again: short next to a
 # call to faultsvc, long next to a turn of eventlet's hub.
 _GREEN_POLL_INTERVAL = 0.005
+
+# The modules of grpc's C extension that its first grpc.aio channel makes,
+# with `threading.Thread`, the thread that waits on gRPC's completion queue,
+# blocking in C, and with `socket.socketpair`, the sockets that wake the loops.
+GRPC_THREADS_AND_SOCKETS = ("threading", "socket")
 
 
 def start_loop_thread(name: str, first: Coroutine[Any, Any, _T]) -> tuple[LoopThread, _T]:
@@ -120,10 +134,18 @@ class GreenLoopThread(LoopThread):
     """
 
     def start(self, first: Coroutine[Any, Any, _T], *, timeout: float) -> _T:
+        try:
+            # Before the thread runs: a grpcio this cannot work with fails
+            # here, by name, instead of with calls that hang.
+            grpc_extension()
+        except RuntimeError:
+            first.close()
+            self.loop.close()
+            raise
         # Made here, in the caller's thread, so that two loop threads never race to make it.
-        setup_lock = _grpc_setup_lock()
+        _grpc_setup_lock()
         self._thread.start()
-        return self.run(_on_real_grpc_threads(first, setup_lock), timeout=timeout)
+        return self.run(_on_real_grpc_threads(first), timeout=timeout)
 
     def run(self, coroutine: Coroutine[Any, Any, _T], *, timeout: float | None) -> _T:
         # Not run_coroutine_threadsafe: its concurrent Future waits on a green lock.
@@ -154,29 +176,52 @@ class GreenLoopThread(LoopThread):
         return _unpatched("threading")
 
 
-async def _on_real_grpc_threads(first: Coroutine[Any, Any, _T], setup_lock: threading.Lock) -> _T:
-    """Runs `first`, which makes a grpc.aio channel, with grpc's own threads real ones.
+async def _on_real_grpc_threads(first: Coroutine[Any, Any, _T]) -> _T:
+    """Runs `first`, which makes a grpc.aio channel, with grpc's own thread a real one.
 
-    The first grpc.aio channel of a process starts the thread that waits on
-    gRPC's completion queue, blocking in C, and the socket that wakes the
-    loops, from the `threading` and `socket` modules grpc's C extension
-    imported. Patched, that thread would be a green thread of the loop's
-    thread, and would block it for good; so, as oslo.concurrency does for
-    `subprocess`, the extension is lent the unpatched modules, here only
-    while the channel is made (making it does not suspend).
+    Made from the patched `threading`, grpc's thread would be a green thread
+    of the loop's thread, and would block it for good; so, as oslo.concurrency
+    does for `subprocess`, grpc's extension is lent the unpatched modules,
+    only while the channel is made (making it does not suspend).
+    """
+    with lent_to_grpc({name: _unpatched(name) for name in GRPC_THREADS_AND_SOCKETS}):
+        return await first
+
+
+def grpc_extension() -> ModuleType:
+    """grpc's C extension, checked to hold the modules `GRPC_THREADS_AND_SOCKETS` names.
+
+    Raises RuntimeError, naming what changed, for a grpcio whose extension
+    no longer holds them: lending it modules would do nothing there.
+    """
+    cygrpc = importlib.import_module("grpc._cython.cygrpc")
+    for name in GRPC_THREADS_AND_SOCKETS:
+        module = getattr(cygrpc, name, None)
+        if not (isinstance(module, ModuleType) and module.__name__ == name):
+            raise RuntimeError(
+                f"grpcio {grpc.__version__} changed: grpc._cython.cygrpc holds no {name!r} "
+                "module to lend an unpatched one through, so grpc.aio cannot run beside "
+                "eventlet's monkey patching"
+            )
+    return cygrpc
+
+
+@contextlib.contextmanager
+def lent_to_grpc(modules: Mapping[str, ModuleType]) -> Iterator[None]:
+    """grpc's C extension makes its threads and sockets from `modules` meanwhile.
+
     The lock keeps two loop threads from swapping them at once, and from
     meeting on grpc.aio's own lock for its setup, which is a green one.
     """
-    cygrpc = importlib.import_module("grpc._cython.cygrpc")
-    names = ("threading", "socket")
-    with setup_lock:
-        patched = [getattr(cygrpc, name) for name in names]
-        for name in names:
-            setattr(cygrpc, name, _unpatched(name))
+    cygrpc = grpc_extension()
+    with _grpc_setup_lock():
+        own = {name: getattr(cygrpc, name) for name in modules}
+        for name, module in modules.items():
+            setattr(cygrpc, name, module)
         try:
-            return await first
+            yield
         finally:
-            for name, module in zip(names, patched, strict=True):
+            for name, module in own.items():
                 setattr(cygrpc, name, module)
 
 

@@ -39,6 +39,7 @@ from oslo_messaging.notify import notifier  # type: ignore[import-untyped]
 
 from faultsvc_client.client import DEFAULT_TARGET, TlsConfig
 from faultsvc_client.notifications import is_error_notification, record_error_notification
+from faultsvc_client.reporter import FaultReporter
 from faultsvc_client.sync_reporter import SyncFaultReporter
 
 __all__ = ["FaultNotifierDriver", "list_opts", "record_error_notification", "register_opts"]
@@ -101,7 +102,7 @@ def reporter_from_config(conf: cfg.ConfigOpts) -> SyncFaultReporter:
     tls = None
     if options.ca_file or options.cert_file or options.key_file:
         tls = TlsConfig.from_files(options.ca_file, options.cert_file, options.key_file)
-    return SyncFaultReporter(
+    reporter = FaultReporter(
         options.target or os.environ.get("FAULTSVC_TARGET") or DEFAULT_TARGET,
         token=options.token or os.environ.get("FAULTSVC_TOKEN"),
         tls=tls,
@@ -109,6 +110,7 @@ def reporter_from_config(conf: cfg.ConfigOpts) -> SyncFaultReporter:
         max_queue_size=options.queue_size,
         safe_exception_types=options.safe_exception_types,
     )
+    return SyncFaultReporter(reporter)
 
 
 class FaultNotifierDriver(notifier.Driver):  # type: ignore[misc]

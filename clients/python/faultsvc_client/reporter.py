@@ -1,14 +1,16 @@
 """Reports faults from a service without ever blocking or failing it.
 
 `report()` only puts the fault on a bounded in-memory queue; a background
-task owned by the reporter sends the queue to faultsvc one fault at a time,
-in order. While faultsvc is unreachable the task retries the same fault with
-exponential backoff and jitter; every fault carries a `fault_id` made when it
-was reported, so a retry whose first attempt did land is not recorded twice,
-and the time of the error (`occur_time`), so a fault delivered late keeps its
-true date. When the queue is full the oldest waiting fault is dropped: the
-newest faults are the ones people look at. A fault the server rejects (an
-invalid argument, say) is logged and dropped rather than retried forever.
+task owned by the reporter takes the faults off the queue one at a time, in
+order, and sends each to faultsvc. While faultsvc is unreachable the task
+retries the fault in hand with exponential backoff and jitter, and nothing
+else does: its channel makes one attempt per call. Every fault carries a
+`fault_id` made when it was reported, so a retry whose first attempt did land
+is not recorded twice, and the time of the error (`occur_time`), so a fault
+delivered late keeps its true date. When the queue is full the oldest waiting
+fault is dropped: the newest faults are the ones people look at. A fault the
+server rejects (an invalid argument, say) is logged and dropped rather than
+retried forever.
 
     reporter = FaultReporter("faultsvc.example:50051", source="taskmanager")
     await reporter.start()
@@ -23,7 +25,6 @@ invalid argument, say) is logged and dropped rather than retried forever.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import inspect
@@ -98,7 +99,8 @@ class ReporterStats:
 
     reported: int = 0
     delivered: int = 0
-    # Dropped to make room when the queue was full, or reported after close.
+    # Dropped to make room when the queue was full, reported after close, or
+    # still undelivered when close() gave up on them.
     dropped: int = 0
     # Refused by the server (e.g. INVALID_ARGUMENT), or unsendable.
     rejected: int = 0
@@ -216,11 +218,10 @@ class FaultReporter:
         self._max_queue_size = max_queue_size
         self._backoff = backoff
         self._call_timeout = call_timeout
-        self._queue: collections.deque[PendingFault] = collections.deque()
+        # Waiting faults only: the one being sent is off the queue, so that
+        # dropping the oldest never drops a fault whose call may have landed.
+        self._queue: asyncio.Queue[PendingFault] = asyncio.Queue(max_queue_size)
         self._sending: PendingFault | None = None
-        self._has_faults = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._overflowing = False
         self._clock_lock = threading.Lock()
         self._last_occur_time = datetime.min.replace(tzinfo=UTC)
@@ -233,7 +234,8 @@ class FaultReporter:
     @property
     def pending(self) -> int:
         """How many faults are waiting or being sent."""
-        return len(self._queue)
+        in_flight = 0 if self._sending is None else 1
+        return self._queue.qsize() + in_flight
 
     async def start(self) -> None:
         """Starts delivering, on the running event loop."""
@@ -241,8 +243,9 @@ class FaultReporter:
             raise RuntimeError("the reporter is already started")
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        # No retries in the channel: the reporter's backoff is the one retry layer.
         self._client = FaultServiceClient.connect(
-            self.target, token=self._token, tls=self._tls, timeout=self._call_timeout
+            self.target, token=self._token, tls=self._tls, timeout=self._call_timeout, retry=None
         )
         self._task = asyncio.create_task(self._deliver_forever(), name="faultsvc-reporter")
         self._task.add_done_callback(self._log_if_stopped_by_error)
@@ -256,7 +259,7 @@ class FaultReporter:
         """
         try:
             async with asyncio.timeout(timeout):
-                await self._drained.wait()
+                await self._queue.join()
         except TimeoutError:
             return False
         return True
@@ -264,22 +267,24 @@ class FaultReporter:
     async def close(self, timeout: float | None = 5.0) -> None:  # noqa: ASYNC109
         """Delivers what it can within `timeout` seconds, then stops.
 
-        Faults still queued then are lost (and logged); faults reported after
-        close are dropped. A reporter never started starts now if faults
-        were reported to it, so that they are delivered too.
+        Faults still undelivered then are lost (logged, and counted as
+        dropped); faults reported once close has begun are refused. A reporter
+        never started starts now if faults were reported to it, so that they
+        are delivered too.
         """
         if self._closed:
             return
         self._closed = True
-        if self._task is None and self._queue:
+        if self._task is None and self.pending:
             await self.start()
-        if self._task is not None and not await self.flush(timeout):
-            LOG.warning(
-                "closing with %d fault(s) not delivered to faultsvc at %s",
-                len(self._queue),
-                self.target,
-            )
         if self._task is not None:
+            if not await self.flush(timeout):
+                LOG.warning(
+                    "closing with %d fault(s) not delivered to faultsvc at %s",
+                    self.pending,
+                    self.target,
+                )
+            self.stats.dropped += self.pending
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -307,10 +312,12 @@ class FaultReporter:
         source: str | None = None,
         host: str | None = None,
     ) -> str | None:
-        """Queues a fault of the instance; returns its fault_id (None if it could not).
+        """Queues a fault of the instance; returns its fault_id.
 
-        `source` and `host` name where the error happened when that is not
-        the reporter's own component and host (a notification's publisher).
+        Returns None when the fault was not queued: the reporter is closed,
+        or the fault could not be made. `source` and `host` name where the
+        error happened when that is not the reporter's own component and
+        host (a notification's publisher).
         """
         try:
             fault = PendingFault(
@@ -322,11 +329,11 @@ class FaultReporter:
                 source=source or self.source,
                 host=host or self.host,
             )
-            self._submit(fault)
+            queued = self._submit(fault)
         except Exception:
             LOG.exception("could not queue a fault of instance %s", instance_id)
             return None
-        return fault.fault_id
+        return fault.fault_id if queued else None
 
     def report_exception(
         self, instance_id: str, exc: BaseException, message: str | None = None
@@ -358,36 +365,31 @@ class FaultReporter:
             self._last_occur_time = now
         return now
 
-    def _submit(self, fault: PendingFault) -> None:
-        loop = self._loop
-        if loop is None or threading.get_ident() == self._loop_thread:
-            self._enqueue(fault)
-            return
-        try:
-            loop.call_soon_threadsafe(self._enqueue, fault)
-        except RuntimeError:  # the loop is closed: the reporter is gone
-            self.stats.reported += 1
-            self.stats.dropped += 1
-            LOG.warning("dropped fault %s: the reporter is closed", fault.fault_id)
+    def _submit(self, fault: PendingFault) -> bool:
+        """Hands the fault to the reporter's loop; False if the reporter is closed."""
+        if not self._closed:
+            loop = self._loop
+            if loop is None or threading.get_ident() == self._loop_thread:
+                self._enqueue(fault)
+                return True
+            # RuntimeError: the loop is closed, and the reporter with it.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._enqueue, fault)
+                return True
+        self.stats.reported += 1
+        self.stats.dropped += 1
+        LOG.warning("dropped fault %s: the reporter is closed", fault.fault_id)
+        return False
 
     def _enqueue(self, fault: PendingFault) -> None:
         self.stats.reported += 1
-        if self._closed:
-            self.stats.dropped += 1
-            LOG.warning("dropped fault %s: the reporter is closed", fault.fault_id)
-            return
-        waiting = len(self._queue) - (1 if self._sending is not None else 0)
-        if waiting >= self._max_queue_size:
+        if self._queue.full():
             self._drop_oldest_waiting()
-        self._queue.append(fault)
-        self._drained.clear()
-        self._has_faults.set()
+        self._queue.put_nowait(fault)
 
     def _drop_oldest_waiting(self) -> None:
-        # The fault being sent stays: its call may already have landed.
-        index = 1 if self._sending is not None else 0
-        dropped = self._queue[index]
-        del self._queue[index]
+        dropped = self._queue.get_nowait()
+        self._queue.task_done()
         self.stats.dropped += 1
         if not self._overflowing:
             self._overflowing = True
@@ -399,33 +401,27 @@ class FaultReporter:
             )
 
     async def _deliver_forever(self) -> None:
-        failures = 0
         while True:
+            fault = await self._queue.get()
+            self._sending = fault
             try:
-                await self._has_faults.wait()
-                fault = self._queue[0]
-                self._sending = fault
-                try:
-                    done = await self._deliver(fault)
-                finally:
-                    self._sending = None
-                if done:
-                    failures = 0
-                    self._forget(fault)
-                    continue
-                failures += 1
-                await asyncio.sleep(self._backoff.delay(failures))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Never die silently: the reporter's whole job is to outlast
-                # the failures around it.
-                LOG.exception("unexpected error in the fault reporter; carrying on")
-                failures += 1
-                await asyncio.sleep(self._backoff.delay(failures))
+                await self._deliver(fault)
+            finally:
+                self._sending = None
+                self._queue.task_done()
+            if self._overflowing and not self._queue.full():
+                self._overflowing = False
+                LOG.warning("fault queue has room again; %d fault(s) dropped", self.stats.dropped)
 
-    async def _deliver(self, fault: PendingFault) -> bool:
-        """One attempt; True when the fault is done with (delivered or rejected)."""
+    async def _deliver(self, fault: PendingFault) -> None:
+        """Sends the fault until it is delivered or rejected, backing off between attempts."""
+        failures = 0
+        while not await self._attempt(fault):
+            failures += 1
+            await asyncio.sleep(self._backoff.delay(failures))
+
+    async def _attempt(self, fault: PendingFault) -> bool:
+        """One call; True when the fault is done with (delivered or rejected)."""
         assert self._client is not None
         try:
             await self._client.record_fault(
@@ -455,16 +451,6 @@ class FaultReporter:
             return True
         self.stats.delivered += 1
         return True
-
-    def _forget(self, fault: PendingFault) -> None:
-        if self._queue and self._queue[0] is fault:
-            self._queue.popleft()
-        if self._overflowing and len(self._queue) < self._max_queue_size:
-            self._overflowing = False
-            LOG.warning("fault queue has room again; %d fault(s) dropped", self.stats.dropped)
-        if not self._queue:
-            self._has_faults.clear()
-            self._drained.set()
 
     def _log_if_stopped_by_error(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -1,6 +1,6 @@
 """The fault reporter for threaded code: it runs on its own thread and event loop.
 
-    reporter = SyncFaultReporter("faultsvc.example:50051", source="taskmanager")
+    reporter = SyncFaultReporter(FaultReporter("faultsvc.example:50051", source="taskmanager"))
     reporter.start()
     with reporter.reporting(instance_id):
         prepare_guest()
@@ -17,78 +17,43 @@ states.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from types import TracebackType
 from typing import Self
 
-from faultsvc_client.client import DEFAULT_TARGET, TlsConfig
 from faultsvc_client.fault_info import SafeExceptionTypes
 from faultsvc_client.loop_thread import LOOP_GRACE, LoopThread, start_loop_thread
-from faultsvc_client.reporter import (
-    DEFAULT_BACKOFF,
-    Backoff,
-    FaultReporter,
-    FaultReporting,
-    ReporterStats,
-)
+from faultsvc_client.reporter import FaultReporter, FaultReporting, ReporterStats
 
 LOG = logging.getLogger(__name__)
 
 
 class SyncFaultReporter:
-    """A `FaultReporter` running on a daemon thread with an event loop of its own."""
+    """Runs a `FaultReporter` on a daemon thread with an event loop of its own.
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        token: str | None = None,
-        tls: TlsConfig | None = None,
-        source: str | None = None,
-        host: str | None = None,
-        max_queue_size: int = 1_000,
-        backoff: Backoff = DEFAULT_BACKOFF,
-        call_timeout: float = 5.0,
-        safe_exception_types: Iterable[str | type[BaseException]] = (),
-    ) -> None:
-        self._reporter = FaultReporter(
-            target,
-            token=token,
-            tls=tls,
-            source=source,
-            host=host,
-            max_queue_size=max_queue_size,
-            backoff=backoff,
-            call_timeout=call_timeout,
-            safe_exception_types=safe_exception_types,
-        )
+    Give it a reporter not started: `start()` starts it there.
+    """
+
+    def __init__(self, reporter: FaultReporter) -> None:
+        self.reporter = reporter
         self._loop_thread: LoopThread | None = None
 
     @property
     def stats(self) -> ReporterStats:
-        return self._reporter.stats
+        return self.reporter.stats
 
     @property
     def pending(self) -> int:
-        return self._reporter.pending
-
-    @property
-    def source(self) -> str:
-        return self._reporter.source
-
-    @property
-    def host(self) -> str:
-        return self._reporter.host
+        return self.reporter.pending
 
     @property
     def safe_exception_types(self) -> SafeExceptionTypes:
-        return self._reporter.safe_exception_types
+        return self.reporter.safe_exception_types
 
     def start(self) -> None:
         """Starts the reporter's thread and loop, and delivery on them."""
         if self._loop_thread is not None:
             raise RuntimeError("the reporter is already started")
-        self._loop_thread, _ = start_loop_thread("faultsvc-reporter", self._reporter.start())
+        self._loop_thread, _ = start_loop_thread("faultsvc-reporter", self.reporter.start())
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until every fault reported so far is delivered or given up on.
@@ -96,23 +61,22 @@ class SyncFaultReporter:
         Returns False if `timeout` seconds passed first.
         """
         if self._loop_thread is None:
-            return self._reporter.pending == 0
+            return self.reporter.pending == 0
         wait = None if timeout is None else timeout + LOOP_GRACE
-        return self._loop_thread.run(self._reporter.flush(timeout), timeout=wait)
+        return self._loop_thread.run(self.reporter.flush(timeout), timeout=wait)
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Delivers what it can within `timeout` seconds, then stops the thread.
 
-        A reporter never started starts now if faults were reported to it,
-        so that they are delivered too.
+        A reporter never started starts now, so that the faults reported to
+        it are delivered too, and it is closed like any other.
         """
-        if self._loop_thread is None and self._reporter.pending:
+        if self._loop_thread is None:
             self.start()
-        loop_thread = self._loop_thread
-        if loop_thread is None or loop_thread.loop.is_closed():
-            return
-        wait = None if timeout is None else timeout + LOOP_GRACE
-        loop_thread.finish(self._reporter.close(timeout), timeout=wait)
+        assert self._loop_thread is not None
+        if not self._loop_thread.loop.is_closed():
+            wait = None if timeout is None else timeout + LOOP_GRACE
+            self._loop_thread.finish(self.reporter.close(timeout), timeout=wait)
 
     def report(
         self,
@@ -124,17 +88,17 @@ class SyncFaultReporter:
         host: str | None = None,
     ) -> str | None:
         """Queues a fault of the instance; returns its fault_id (None if it could not)."""
-        return self._reporter.report(instance_id, message, details, source=source, host=host)
+        return self.reporter.report(instance_id, message, details, source=source, host=host)
 
     def report_exception(
         self, instance_id: str, exc: BaseException, message: str | None = None
     ) -> str | None:
         """Queues the exception as a fault; see `FaultReporter.report_exception`."""
-        return self._reporter.report_exception(instance_id, exc, message)
+        return self.reporter.report_exception(instance_id, exc, message)
 
     def reporting(self, instance_id: str, message: str | None = None) -> FaultReporting:
         """A context manager and decorator that reports an escaping exception."""
-        return self._reporter.reporting(instance_id, message)
+        return self.reporter.reporting(instance_id, message)
 
     def __enter__(self) -> Self:
         self.start()
