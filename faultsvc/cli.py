@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 import sqlalchemy as sa
 
@@ -64,17 +64,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(code)
 
 
+# The subcommands of a parser; they are CommandParsers too.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="faultsvc", description="Records the faults of database instances and shows them."
     )
     parser.add_argument("--version", action="version", version=f"faultsvc {version()}")
     # Subcommands are CommandParsers too; the client's commands accept any parser.
-    commands = cast(
-        "argparse._SubParsersAction[argparse.ArgumentParser]",
-        parser.add_subparsers(metavar="COMMAND"),
-    )
+    commands = cast(Commands, parser.add_subparsers(metavar="COMMAND"))
 
+    _add_serve_command(commands)
+    _add_db_commands(commands)
+    client_cli.register(commands)
+    return parser
+
+
+def _add_serve_command(commands: Commands) -> None:
     serve = commands.add_parser("serve", help="run the gRPC server")
     _add_settings_flags(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:50051")
@@ -109,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
+
+def _add_db_commands(commands: Commands) -> None:
     database = commands.add_parser("db", help="manage the database").add_subparsers(
         metavar="COMMAND", required=True
     )
@@ -125,9 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="first clear each instance's faults beyond its newest N",
     )
     purge.set_defaults(func=_db_purge)
-
-    client_cli.register(commands)
-    return parser
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:

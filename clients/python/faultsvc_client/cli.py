@@ -102,6 +102,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.set_defaults(func=list_command)
 
 
+def _add_tls_options(tls: argparse._ArgumentGroup) -> None:
+    tls.add_argument(
+        "--ca-file",
+        default=os.environ.get("FAULTSVC_CA_FILE"),
+        help="CA certificates to verify faultsvc with; turns TLS on ($FAULTSVC_CA_FILE)",
+    )
+    tls.add_argument(
+        "--cert-file",
+        default=os.environ.get("FAULTSVC_CERT_FILE"),
+        help="client certificate, for mutual TLS ($FAULTSVC_CERT_FILE)",
+    )
+    tls.add_argument(
+        "--key-file",
+        default=os.environ.get("FAULTSVC_KEY_FILE"),
+        help="client private key, for mutual TLS ($FAULTSVC_KEY_FILE)",
+    )
+
+
 def connection_options() -> argparse.ArgumentParser:
     """The options every command shares: where faultsvc is and who is asking."""
     parser = argparse.ArgumentParser(add_help=False)
@@ -130,22 +148,7 @@ def connection_options() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"how long to wait for an answer (default: {DEFAULT_TIMEOUT:g})",
     )
-    tls = parser.add_argument_group("TLS")
-    tls.add_argument(
-        "--ca-file",
-        default=os.environ.get("FAULTSVC_CA_FILE"),
-        help="CA certificates to verify faultsvc with; turns TLS on ($FAULTSVC_CA_FILE)",
-    )
-    tls.add_argument(
-        "--cert-file",
-        default=os.environ.get("FAULTSVC_CERT_FILE"),
-        help="client certificate, for mutual TLS ($FAULTSVC_CERT_FILE)",
-    )
-    tls.add_argument(
-        "--key-file",
-        default=os.environ.get("FAULTSVC_KEY_FILE"),
-        help="client private key, for mutual TLS ($FAULTSVC_KEY_FILE)",
-    )
+    _add_tls_options(parser.add_argument_group("TLS"))
     return parser
 
 
