@@ -110,31 +110,54 @@ async def build_server(
     """
     own_tracer_provider = _otlp_tracer_provider(settings) if tracer_provider is None else None
     tracer_provider = tracer_provider or own_tracer_provider
-    tokens = load_tokens(settings)
+    # The files (tokens, certificates) are read before the database is touched.
     credentials = server_credentials(settings)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    interceptors = _interceptors(settings, metrics, tracer_provider)
     database = DatabaseEndpoints.from_settings(settings)
     if migrate_schema:
         await migrate(database)
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
     store = FaultStore(
         database,
         metrics=metrics,
         max_waiting_calls=settings.max_waiting_calls,
         make_batcher=_make_batcher(tracer_provider),
     )
+    server = _grpc_server(settings, interceptors, reuse_port=reuse_port)
+    servicer = FaultServicer(
+        store, Scrubber(settings.scrub_patterns, settings.scrub_mask), settings.max_response_bytes
+    )
+    health_servicer = _add_services(server, servicer)
+    if credentials is None:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        port = server.add_secure_port(settings.listen, credentials)
+    health = DatabaseHealth(store, health_servicer, [FAULT_SERVICE], settings.health_check_seconds)
+    return FaultServer(settings, server, store, health, port, registry, own_tracer_provider)
 
-    server = grpc.aio.server(
-        # Outermost first: metrics see every call's final status code.
-        interceptors=[
-            *_tracing_interceptors(tracer_provider),
-            MetricsInterceptor(metrics),
-            # Before anything that reads the caller's roles: a refused call reaches none of it.
-            *([AuthInterceptor(TokenVerifier(tokens))] if tokens else []),
-            ErrorInterceptor(),
-            RedactionInterceptor(AdminPolicy(settings.admin_roles)),
-            DecodingInterceptor(),
-        ],
+
+def _interceptors(
+    settings: Settings, metrics: Metrics, tracer_provider: TracerProvider | None
+) -> list[grpc.aio.ServerInterceptor]:
+    """Outermost first: metrics see every call's final status code."""
+    tokens = load_tokens(settings)
+    return [
+        *_tracing_interceptors(tracer_provider),
+        MetricsInterceptor(metrics),
+        # Before anything that reads the caller's roles: a refused call reaches none of it.
+        *([AuthInterceptor(TokenVerifier(tokens))] if tokens else []),
+        ErrorInterceptor(),
+        RedactionInterceptor(AdminPolicy(settings.admin_roles)),
+        DecodingInterceptor(),
+    ]
+
+
+def _grpc_server(
+    settings: Settings, interceptors: list[grpc.aio.ServerInterceptor], *, reuse_port: bool
+) -> grpc.aio.Server:
+    return grpc.aio.server(
+        interceptors=interceptors,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
@@ -142,14 +165,11 @@ async def build_server(
             *connection_options(settings),
         ],
     )
-    fault_service_pb2_grpc.add_FaultServiceServicer_to_server(
-        FaultServicer(
-            store,
-            Scrubber(settings.scrub_patterns, settings.scrub_mask),
-            settings.max_response_bytes,
-        ),
-        server,
-    )
+
+
+def _add_services(server: grpc.aio.Server, servicer: FaultServicer) -> health_aio.HealthServicer:
+    """FaultService, the standard health service and server reflection; returns the health one."""
+    fault_service_pb2_grpc.add_FaultServiceServicer_to_server(servicer, server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -160,12 +180,7 @@ async def build_server(
         ],
         server,
     )
-    if credentials is None:
-        port = server.add_insecure_port(settings.listen)
-    else:
-        port = server.add_secure_port(settings.listen, credentials)
-    health = DatabaseHealth(store, health_servicer, [FAULT_SERVICE], settings.health_check_seconds)
-    return FaultServer(settings, server, store, health, port, registry, own_tracer_provider)
+    return health_servicer
 
 
 def _otlp_tracer_provider(settings: Settings) -> TracerProvider | None:
