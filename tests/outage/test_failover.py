@@ -113,19 +113,26 @@ async def test_writes_fail_over_to_the_next_endpoint_and_come_back_to_the_first(
     assert health.statuses_between(down, back) == {"SERVING"}
 
 
+async def two_endpoints(first_url: str, second_url: str) -> Settings:
+    """Settings for a server on both databases, migrated, with a short timeout and no probe."""
+    await migrate(first_url, second_url)
+    return Settings(
+        listen="127.0.0.1:0",
+        database_url=f"{first_url},{second_url}",
+        database_timeout_seconds=1.0,
+        health_check_seconds=60,  # the periodic probe plays no part
+        grace_seconds=1,
+    )
+
+
 async def test_a_lock_wait_is_unavailable_but_never_a_failover(
     private_url: str, shared_url: str
 ) -> None:
     """A slow endpoint is not a dead one: writes stay on it, as on a Galera node under load."""
-    await migrate(private_url, shared_url)
-    settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=f"{private_url},{shared_url}",
-        database_timeout_seconds=1.0,
-        health_check_seconds=60,
-        grace_seconds=1,
-    )
-    async with running_server(settings) as server, stub_of(server.target) as stub:
+    async with (
+        running_server(await two_endpoints(private_url, shared_url)) as server,
+        stub_of(server.target) as stub,
+    ):
         request = pb.RecordFaultRequest(instance_id="i-1", message="m")
         with writes_locked(private_url):
             for _ in range(3):
@@ -141,14 +148,7 @@ async def test_a_lock_wait_is_unavailable_but_never_a_failover(
 async def test_a_frozen_endpoint_is_left_for_the_next_one_without_waiting_for_the_probe(
     mariadb: PrivateMariaDB, private_url: str, shared_url: str
 ) -> None:
-    await migrate(private_url, shared_url)
-    settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=f"{private_url},{shared_url}",
-        database_timeout_seconds=1.0,
-        health_check_seconds=60,  # the periodic probe plays no part
-        grace_seconds=1,
-    )
+    settings = await two_endpoints(private_url, shared_url)
     async with running_server(settings) as server, stub_of(server.target) as stub:
         request = pb.RecordFaultRequest(instance_id="i-1", message="m")
         await stub.RecordFault(request, timeout=10)
