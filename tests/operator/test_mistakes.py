@@ -166,7 +166,10 @@ def test_a_url_argument_the_driver_does_not_take_is_one_line(
 
 def test_serve_with_the_database_down_says_so(closed_port: int, tmp_path: Path) -> None:
     url = f"mysql+aiomysql://trove:{PASSWORD}@127.0.0.1:{closed_port}/trove"
-    outcome = faultsvc("serve", "--workers", "1", "--database-url", url, cwd=tmp_path)
+    listen = f"127.0.0.1:{free_port()}"  # not the default port, which a running faultsvc may hold
+    outcome = faultsvc(
+        "serve", "--workers", "1", "--listen", listen, "--database-url", url, cwd=tmp_path
+    )
     assert outcome.code == FAILED
     assert "cannot start: no database endpoint answers" in outcome.error
     assert PASSWORD not in outcome.stderr
