@@ -20,6 +20,9 @@ def fault_message(fault: StoredFault) -> fault_pb2.Fault:
         host=fault.host,
         create_time=timestamp(fault.created),
         update_time=timestamp(fault.updated),
+        request_id=fault.request_id,
+        global_request_id=fault.global_request_id,
+        trace_id=fault.trace_id,
     )
 
 

@@ -8,6 +8,7 @@ each in one place. The limits are the domain's: the table is declared from them.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from dataclasses import Field, dataclass, fields
@@ -20,6 +21,8 @@ ID_MAX_CHARS = 64
 MESSAGE_MAX_CHARS = 255
 DETAILS_MAX_BYTES = 65_535
 LABEL_MAX_CHARS = 255  # source and host
+REQUEST_ID_MAX_CHARS = 64  # OpenStack's `req-<uuid>` is 40
+TRACE_ID_CHARS = 32  # W3C Trace Context: 16 bytes in lowercase hex
 TRUNCATION_MARKER = "... [truncated]"
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 EARLIEST_OCCUR_TIME = datetime(1970, 1, 1)
@@ -36,6 +39,10 @@ class Fault:
     source: str
     host: str
     created: datetime  # when the error happened
+    # Where to look in the logs and traces: each empty when unknown.
+    request_id: str
+    global_request_id: str
+    trace_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,56 @@ def parse_fault_id(value: str) -> str:
         return str(uuid.UUID(value))
     except ValueError:
         raise InvalidArgument.field("fault_id", "must be a UUID") from None
+
+
+# Printable ASCII without spaces: an id is searched for in logs, never shown as prose.
+_REQUEST_ID = re.compile(r"[!-~]*")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_INVALID_TRACE_ID = "0" * TRACE_ID_CHARS
+
+
+def check_request_id(value: str, field: str) -> str:
+    """A request id, bounded and printable; empty when unknown."""
+    if len(value) > REQUEST_ID_MAX_CHARS:
+        raise InvalidArgument.field(
+            field, f"must be at most {REQUEST_ID_MAX_CHARS} characters, got {len(value)}"
+        )
+    if not _REQUEST_ID.fullmatch(value):
+        raise InvalidArgument.field(field, "must be printable ASCII without spaces")
+    return value
+
+
+def is_trace_id(value: str) -> bool:
+    """Whether `value` is a valid W3C trace id: 32 lowercase hex digits, not all zero."""
+    return (
+        len(value) == TRACE_ID_CHARS
+        and _TRACE_ID.fullmatch(value) is not None
+        and value != _INVALID_TRACE_ID
+    )
+
+
+def check_trace_id(value: str) -> str:
+    """A W3C trace id, or empty when unknown."""
+    if value and not is_trace_id(value):
+        raise InvalidArgument.field(
+            "trace_id", "must be 32 lowercase hex digits, not all zero (W3C Trace Context)"
+        )
+    return value
+
+
+def trace_id_of_traceparent(header: str) -> str:
+    """The trace id of a W3C `traceparent` header, or empty when it is not a valid one.
+
+    `version-traceid-parentid-flags`; a later version may add fields after the
+    flags, so only the first four are read (W3C Trace Context, section 3.2).
+    """
+    parts = header.strip().split("-", 4)
+    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
+        return ""
+    if parts[0] == "00" and len(parts) != 4:
+        return ""
+    trace_id = parts[1]
+    return trace_id if is_trace_id(trace_id) else ""
 
 
 def check_occur_time(occurred: datetime, now: datetime) -> datetime:

@@ -53,11 +53,14 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
     async def RecordFault(
         self, request: pb.RecordFaultRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.RecordFaultResponse:
+        traceparent = metadata_value(context, "traceparent")
         if request.ByteSize() <= SCRUB_INLINE_MAX_BYTES:
-            fault = new_fault_from(request, self._scrubber)
+            fault = new_fault_from(request, self._scrubber, traceparent)
         else:
             async with self._large_scrubs:
-                fault = await asyncio.to_thread(new_fault_from, request, self._scrubber)
+                fault = await asyncio.to_thread(
+                    new_fault_from, request, self._scrubber, traceparent
+                )
         stored = await self._store.record(fault, caller_made_id=request.HasField("fault_id"))
         return pb.RecordFaultResponse(fault=fault_message(stored))
 
@@ -151,12 +154,25 @@ def framed_size(message: fault_pb2.Fault) -> int:
     return message.ByteSize() + FRAMING_BYTES
 
 
-def new_fault_from(request: pb.RecordFaultRequest, scrubber: Scrubber) -> Fault:
+def metadata_value(context: grpc.aio.ServicerContext[object, object], key: str) -> str:
+    """The call's first metadata value for `key`, or empty."""
+    for item_key, value in context.invocation_metadata() or ():
+        if item_key == key and isinstance(value, str):
+            return value
+    return ""
+
+
+def new_fault_from(
+    request: pb.RecordFaultRequest, scrubber: Scrubber, traceparent: str = ""
+) -> Fault:
     """The fault a RecordFault request describes: validated, scrubbed of secrets, truncated.
 
     Each text is scrubbed whole, then cut: a cut first could leave half a
     secret that no pattern recognises, and a mask can pull text from beyond
-    the cut into what is kept.
+    the cut into what is kept. The ids are not text but keys to search logs
+    with: they are checked, not scrubbed or cut. A request without a trace id
+    takes the one of the call's `traceparent`, if valid (a malformed header
+    is the caller's tracing, not its fault: it is ignored).
     """
     scrub = scrubber.scrub
     now = faults.utc_now()
@@ -180,4 +196,9 @@ def new_fault_from(request: pb.RecordFaultRequest, scrubber: Scrubber) -> Fault:
         source=faults.truncate_chars(scrub(request.source), LABEL_MAX_CHARS),
         host=faults.truncate_chars(scrub(request.host), LABEL_MAX_CHARS),
         created=created,
+        request_id=faults.check_request_id(request.request_id, "request_id"),
+        global_request_id=faults.check_request_id(request.global_request_id, "global_request_id"),
+        trace_id=(
+            faults.check_trace_id(request.trace_id) or faults.trace_id_of_traceparent(traceparent)
+        ),
     )

@@ -1,11 +1,17 @@
-"""The `instance_faults` table: the Persist Error Message spec's columns, plus source and host."""
+"""The `instance_faults` table: the spec's columns, plus source, host and the ids of its logs."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from faultsvc.faults import ID_MAX_CHARS, LABEL_MAX_CHARS, MESSAGE_MAX_CHARS
+from faultsvc.faults import (
+    ID_MAX_CHARS,
+    LABEL_MAX_CHARS,
+    MESSAGE_MAX_CHARS,
+    REQUEST_ID_MAX_CHARS,
+    TRACE_ID_CHARS,
+)
 
 metadata = sa.MetaData()
 
@@ -26,6 +32,11 @@ instance_faults = sa.Table(
     sa.Column("deleted_at", UtcDateTime, nullable=True),
     sa.Column("source", sa.String(LABEL_MAX_CHARS), nullable=False, server_default=""),
     sa.Column("host", sa.String(LABEL_MAX_CHARS), nullable=False, server_default=""),
+    sa.Column("request_id", sa.String(REQUEST_ID_MAX_CHARS), nullable=False, server_default=""),
+    sa.Column(
+        "global_request_id", sa.String(REQUEST_ID_MAX_CHARS), nullable=False, server_default=""
+    ),
+    sa.Column("trace_id", sa.String(TRACE_ID_CHARS), nullable=False, server_default=""),
     # One index serves the latest-fault and the history reads.
     sa.Index("ix_instance_faults_instance_latest", "instance_id", "deleted", "created", "id"),
     mysql_charset="utf8mb4",

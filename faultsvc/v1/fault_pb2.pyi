@@ -33,6 +33,9 @@ class Fault(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    GLOBAL_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The fault's id: a time-ordered UUID, made by the server or by the
     reporter that recorded it.
@@ -53,6 +56,18 @@ class Fault(_message.Message):
     """The host the reporting component runs on. Only admins receive it: the
     instance's owner does not learn the infrastructure.
     """
+    request_id: _builtins.str
+    """The reporting service's own request id (OpenStack's `req-<uuid>`), as its
+    log lines carry it; empty when unknown. Tenants quote it to support.
+    """
+    global_request_id: _builtins.str
+    """The request id that follows the request across services (OpenStack's
+    global request id); empty when unknown.
+    """
+    trace_id: _builtins.str
+    """The W3C trace id of the trace the error happened in: 32 lowercase hex
+    digits; empty when unknown. Only admins receive it.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the error happened (the fault's date)."""
@@ -72,10 +87,13 @@ class Fault(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         source: _builtins.str = ...,
         host: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        global_request_id: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "details", b"details", "host", b"host", "id", b"id", "instance_id", b"instance_id", "message", b"message", "source", b"source", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "details", b"details", "global_request_id", b"global_request_id", "host", b"host", "id", b"id", "instance_id", b"instance_id", "message", b"message", "request_id", b"request_id", "source", b"source", "trace_id", b"trace_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

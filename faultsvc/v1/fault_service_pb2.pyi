@@ -62,6 +62,9 @@ class RecordFaultRequest(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     FAULT_ID_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    GLOBAL_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """Required. The instance the fault happened to, at most 64 characters."""
     message: _builtins.str
@@ -82,6 +85,19 @@ class RecordFaultRequest(_message.Message):
     Reusing an id for another instance is ALREADY_EXISTS. Unset, the server
     makes one.
     """
+    request_id: _builtins.str
+    """The reporting service's own request id (e.g. `req-<uuid>`), at most 64
+    printable ASCII characters; longer or otherwise is INVALID_ARGUMENT.
+    """
+    global_request_id: _builtins.str
+    """The request id that follows the request across services, at most 64
+    printable ASCII characters; longer or otherwise is INVALID_ARGUMENT.
+    """
+    trace_id: _builtins.str
+    """The W3C trace id of the trace the error happened in: 32 lowercase hex
+    digits, not all zero; otherwise INVALID_ARGUMENT. Unset, the server takes
+    it from the call's `traceparent` metadata when it holds a valid one.
+    """
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When the error happened; unset, the time the server receives the call.
@@ -98,10 +114,13 @@ class RecordFaultRequest(_message.Message):
         host: _builtins.str = ...,
         fault_id: _builtins.str | None = ...,
         occur_time: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
+        global_request_id: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_fault_id", b"_fault_id", "fault_id", b"fault_id", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fault_id", b"_fault_id", "details", b"details", "fault_id", b"fault_id", "host", b"host", "instance_id", b"instance_id", "message", b"message", "occur_time", b"occur_time", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fault_id", b"_fault_id", "details", b"details", "fault_id", b"fault_id", "global_request_id", b"global_request_id", "host", b"host", "instance_id", b"instance_id", "message", b"message", "occur_time", b"occur_time", "request_id", b"request_id", "source", b"source", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__fault_id: _TypeAlias = _typing.Literal["fault_id"]  # noqa: Y015
     _WhichOneofArgType__fault_id: _TypeAlias = _typing.Literal["_fault_id", b"_fault_id"]  # noqa: Y015

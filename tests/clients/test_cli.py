@@ -13,7 +13,7 @@ import pytest
 
 from faultsvc.app import FaultServer, build_server
 from faultsvc.config import Settings
-from faultsvc_client import FaultServiceClient
+from faultsvc_client import FaultServiceClient, RequestIds
 from faultsvc_client.cli import EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
 from tests.clients.processes import python_env, run_python_async
 from tests.security.certificates import CertificateAuthority
@@ -27,6 +27,11 @@ TRACEBACK = """Traceback (most recent call last):
     raise RuntimeError("A guest error occurred")
 RuntimeError: A guest error occurred"""
 FAULT_DATE = datetime(2026, 5, 6, 21, 30, 6, 250000, tzinfo=UTC)
+REQUEST_IDS = RequestIds(
+    request_id="req-5f1c7a3e-2b7d-4c43-9a55-3c8d0f3b8e21",
+    global_request_id="req-0b8f6b2a-7e0f-4b1e-8a0e-9d6c1e2f3a4b",
+    trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+)
 
 
 async def record_guest_error(client: FaultServiceClient, instance: str) -> str:
@@ -37,6 +42,7 @@ async def record_guest_error(client: FaultServiceClient, instance: str) -> str:
         source="guestagent",
         host="db-host-1",
         occur_time=FAULT_DATE,
+        request_ids=REQUEST_IDS,
     )
     return fault.id
 
@@ -60,6 +66,9 @@ async def test_show_prints_the_fault_with_its_traceback_to_an_admin(
     assert rows["instance_id"] == [instance]
     assert rows["source"] == ["guestagent"]
     assert rows["host"] == ["db-host-1"]
+    assert rows["request_id"] == [REQUEST_IDS.request_id]
+    assert rows["global_request_id"] == [REQUEST_IDS.global_request_id]
+    assert rows["trace_id"] == [REQUEST_IDS.trace_id]
     assert list(rows) == sorted(rows), "properties are sorted, as trove show sorts them"
     assert shown.stderr == ""
 
@@ -76,6 +85,9 @@ async def test_show_hides_the_traceback_from_others(
     rows = table_rows(shown.stdout)
     assert "fault_details" not in rows
     assert "host" not in rows, "admin-only: no empty row either"
+    assert "trace_id" not in rows, "admin-only: no empty row either"
+    assert rows["request_id"] == [REQUEST_IDS.request_id]
+    assert rows["global_request_id"] == [REQUEST_IDS.global_request_id]
     assert rows["fault_message"] == ["A guest error occurred"]
     assert rows["fault_date"] == ["2026-05-06T21:30:06"]
     assert "Traceback" not in shown.stdout

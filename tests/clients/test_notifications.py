@@ -15,6 +15,7 @@ from faultsvc_client.notifications import (
     publisher_source_and_host,
     record_error_notification,
 )
+from faultsvc_client.request_ids import RequestIds
 
 INSTANCE = "73cfc462-dd59-4dc1-9d32-95954171775f"
 TRACEBACK = """Traceback (most recent call last):
@@ -41,6 +42,7 @@ class RecordingReporter:
         *,
         source: str | None = None,
         host: str | None = None,
+        request_ids: RequestIds | None = None,
     ) -> str | None:
         self.reports.append((instance_id, message, details, source, host))
         return "fault-id"

@@ -20,6 +20,7 @@ from typing import Any
 import oslo_messaging  # type: ignore[import-untyped]
 import pytest
 from oslo_config import cfg
+from oslo_context.context import RequestContext
 
 from faultsvc.app import FaultServer
 from faultsvc.v1.fault_pb2 import Fault
@@ -28,6 +29,7 @@ from tests.clients import openstack
 from tests.clients.openstack import INTERNAL_ADDRESS
 from tests.clients.processes import ROOT
 
+GLOBAL_REQUEST_ID = "req-0b8f6b2a-7e0f-4b1e-8a0e-9d6c1e2f3a4b"
 README_SECTION = "### Error notifications (oslo.messaging)"
 
 
@@ -217,3 +219,58 @@ async def test_notifications_that_are_no_errors_are_ignored(
 
     history = await faults_once_there_are(server.target, instance, 1)
     assert [fault.message for fault in history] == ["OperationalError"]
+
+
+async def test_a_faults_request_ids_come_from_the_notifications_context(
+    server: FaultServer, transport: Any
+) -> None:
+    instance = str(uuid.uuid4())
+    context = RequestContext(global_request_id=GLOBAL_REQUEST_ID, overwrite=False)
+
+    # No serializer: the driver gets the RequestContext itself.
+    oslo_messaging.Notifier(transport, publisher_id="conductor.c-1").error(
+        context, "conductor.prepare", {"instance_id": instance, "message": "prepare failed"}
+    )
+
+    [fault] = await faults_once_there_are(server.target, instance, 1)
+    assert (fault.request_id, fault.global_request_id) == (context.request_id, GLOBAL_REQUEST_ID)
+    assert fault.request_id.startswith("req-")
+
+
+@pytest.mark.parametrize(
+    ("shape_name", "request_id"),
+    [
+        # The context names the request; Trove's payload repeats it.
+        ("trove taskmanager", "req-6c1d0b84-2f5e-4d4c-9f3c-1a4a1f1e2a11"),
+        # The conductor notifies with an empty context: the payload's request id stands.
+        ("trove guest via conductor", "req-0f3e2b7a-8c1d-4e59-b6a2-3d4c5e6f7a8b"),
+        # Nova's versioned payloads carry the request id too.
+        ("nova versioned instance action", "req-5b2e8f0a-9d4c-4b1e-8a7f-6c3d2e1f0a9b"),
+    ],
+)
+async def test_a_payloads_request_id_stands_when_the_context_has_none(
+    server: FaultServer, transport: Any, shape_name: str, request_id: str
+) -> None:
+    instance = str(uuid.uuid4())
+    shape = SHAPES[shape_name]
+    shape.send(shape.notifier(transport), instance, FOREIGN_ERROR)
+
+    [fault] = await faults_once_there_are(server.target, instance, 1)
+    assert fault.request_id == request_id
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["r" * 65_536, "req 1", "req-\n", 12345, ["req-1"], {"id": "req-1"}]
+)
+async def test_a_bad_request_id_in_a_notification_is_left_out_not_the_fault(
+    server: FaultServer, transport: Any, bad_id: Any
+) -> None:
+    instance = str(uuid.uuid4())
+    oslo_messaging.Notifier(transport, publisher_id="conductor.c-1").error(
+        {"request_id": bad_id, "global_request_id": bad_id},
+        "conductor.prepare",
+        {"instance_id": instance, "message": "prepare failed", "request_id": bad_id},
+    )
+
+    [fault] = await faults_once_there_are(server.target, instance, 1)
+    assert (fault.message, fault.request_id, fault.global_request_id) == ("prepare failed", "", "")

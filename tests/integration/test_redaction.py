@@ -21,6 +21,7 @@ NOT_ADMIN: list[Metadata] = [
     (("x-role", "admin"),),
     (("x-roles-bin", b"admin"),),
 ]
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 ADMIN: list[Metadata] = [
     (("x-roles", "admin"),),
     (("x-roles", "member, Admin"),),
@@ -34,8 +35,15 @@ def test_every_rpc_has_a_request() -> None:
 
 async def call(stub: Stub, method: str, metadata: Metadata) -> Message:
     instance = str(uuid.uuid4())
-    await record(stub, instance, "boom", details="Traceback: secret frame", host="tm-1")
-    await record(stub, instance, "boom again", details="Traceback: secret frame", host="tm-1")
+    for message in ("boom", "boom again"):
+        await record(
+            stub,
+            instance,
+            message,
+            details="Traceback: secret frame",
+            host="tm-1",
+            trace_id=TRACE_ID,
+        )
     response: Message = await getattr(stub, method)(REQUESTS[method](instance), metadata=metadata)
     return response
 
@@ -55,15 +63,31 @@ async def test_non_admin_never_sees_details_on_any_rpc(
 )
 async def test_admin_sees_details_and_host(stub: Stub, method: str, metadata: Metadata) -> None:
     response = await call(stub, method, metadata)
-    assert {path.rpartition(".")[2] for path in admin_only_values(response)} == {"details", "host"}
+    assert {path.rpartition(".")[2] for path in admin_only_values(response)} == {
+        "details",
+        "host",
+        "trace_id",
+    }
     assert "Traceback: secret frame" in str(response)
     assert 'host: "tm-1"' in str(response)
 
 
 async def test_non_admin_sees_everything_else(stub: Stub) -> None:
     instance = str(uuid.uuid4())
-    recorded = await record(stub, instance, "boom", details="trace", source="api", host="h1")
+    recorded = await record(
+        stub,
+        instance,
+        "boom",
+        details="trace",
+        source="api",
+        host="h1",
+        request_id="req-1",
+        global_request_id="req-g",
+        trace_id=TRACE_ID,
+    )
     latest = (await stub.GetLatestFault(pb.GetLatestFaultRequest(instance_id=instance))).fault
     recorded.ClearField("details")
     recorded.ClearField("host")
+    recorded.ClearField("trace_id")
+    assert (latest.request_id, latest.global_request_id) == ("req-1", "req-g")
     assert latest == recorded

@@ -19,6 +19,9 @@ def new_fault(instance_id: str = "i-1", **changes: object) -> Fault:
         source="taskmanager",
         host="tm-1",
         created=utc_now(),
+        request_id="req-5f1c7a3e-2b7d-4c43-9a55-3c8d0f3b8e21",
+        global_request_id="req-0b8f6b2a-7e0f-4b1e-8a0e-9d6c1e2f3a4b",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
     )
     return replace(fault, **changes)  # type: ignore[arg-type]
 

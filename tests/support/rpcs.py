@@ -16,7 +16,11 @@ METHODS = [method.name for method in SERVICE.methods]
 # test_every_rpc_has_a_request (test_redaction.py) until it is added here, and is then covered.
 REQUESTS: dict[str, Callable[[str], Message]] = {
     "RecordFault": lambda instance: pb.RecordFaultRequest(
-        instance_id=instance, message="again", details="Traceback: secret frame", host="tm-1"
+        instance_id=instance,
+        message="again",
+        details="Traceback: secret frame",
+        host="tm-1",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
     ),
     "GetLatestFault": lambda instance: pb.GetLatestFaultRequest(instance_id=instance),
     "BatchGetLatestFaults": lambda instance: pb.BatchGetLatestFaultsRequest(

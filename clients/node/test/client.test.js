@@ -87,6 +87,46 @@ test("recordFault by a caller without roles returns the fault without details", 
   assert.equal(stored?.details, TRACE, "details are stored, only hidden");
 });
 
+test("a fault's request ids reach everyone, its trace id only admins", async () => {
+  const ids = {
+    requestId: "req-5f1c7a3e-2b7d-4c43-9a55-3c8d0f3b8e21",
+    globalRequestId: "req-0b8f6b2a-7e0f-4b1e-8a0e-9d6c1e2f3a4b",
+    traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
+  };
+  const fault = await admin.recordFault({
+    instanceId: newInstanceId(),
+    message: "Resize failed",
+    ...ids,
+  });
+  assert.deepEqual(
+    { requestId: fault.requestId, globalRequestId: fault.globalRequestId, traceId: fault.traceId },
+    ids,
+  );
+  const forAnyone = await anonymous.getLatestFault(fault.instanceId);
+  assert.equal(forAnyone?.requestId, ids.requestId);
+  assert.equal(forAnyone?.globalRequestId, ids.globalRequestId);
+  assert.equal(forAnyone?.traceId, "");
+});
+
+test("a fault without a trace id takes the one of the call's traceparent", async () => {
+  const traceId = "0af7651916cd43dd8448eb211c80319c";
+  const fault = await admin.recordFault(
+    { instanceId: newInstanceId(), message: "Backup failed" },
+    { headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } },
+  );
+  assert.equal(fault.traceId, traceId);
+});
+
+test("a malformed trace id is INVALID_ARGUMENT naming trace_id", async () => {
+  await assert.rejects(
+    admin.recordFault({ instanceId: newInstanceId(), message: "m", traceId: "NOT-HEX" }),
+    (error) =>
+      error instanceof ConnectError &&
+      error.code === Code.InvalidArgument &&
+      error.rawMessage.includes("trace_id"),
+  );
+});
+
 test("occur_time becomes the fault's create_time", async () => {
   const occurred = new Date(Date.now() - 3_600_000);
   const fault = await admin.recordFault({

@@ -17,6 +17,7 @@ from faultsvc_client.client import (
 )
 from faultsvc_client.errors import FaultServiceError, FieldViolation
 from faultsvc_client.reporter import Backoff, FaultReporter, FaultReporting, ReporterStats
+from faultsvc_client.request_ids import RequestIds
 from faultsvc_client.sync_client import SyncFaultServiceClient
 from faultsvc_client.sync_reporter import SyncFaultReporter
 
@@ -30,6 +31,7 @@ __all__ = [
     "FaultView",
     "FieldViolation",
     "ReporterStats",
+    "RequestIds",
     "RetryPolicy",
     "SyncFaultReporter",
     "SyncFaultServiceClient",

@@ -308,9 +308,13 @@ def fault_properties(fault: fault_pb2.Fault) -> dict[str, str]:
         "fault_id": inert_line(fault.id),
         "instance_id": inert_line(fault.instance_id),
         "source": inert_line(fault.source),
+        "request_id": inert_line(fault.request_id),
+        "global_request_id": inert_line(fault.global_request_id),
     }
     if fault.host:
         properties["host"] = inert_line(fault.host)
+    if fault.trace_id:
+        properties["trace_id"] = inert_line(fault.trace_id)
     if fault.details:
         properties["fault_details"] = readable_details(fault.details)
     return properties

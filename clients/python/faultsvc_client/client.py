@@ -30,6 +30,7 @@ from google.protobuf import timestamp_pb2
 
 from faultsvc.v1 import fault_pb2, fault_service_pb2, fault_service_pb2_grpc
 from faultsvc_client.errors import FaultServiceError
+from faultsvc_client.request_ids import NO_REQUEST_IDS, RequestIds
 
 if TYPE_CHECKING:
     from faultsvc.v1.fault_service_pb2_grpc import FaultServiceAsyncStub
@@ -255,13 +256,15 @@ class FaultServiceClient:
         host: str = "",
         fault_id: str | None = None,
         occur_time: datetime | None = None,
+        request_ids: RequestIds = NO_REQUEST_IDS,
         **options: Unpack[CallOptions],
     ) -> fault_pb2.Fault:
         """Records a fault and returns it as stored.
 
         Without `fault_id` the client makes one, so gRPC's retries of the call
         never record it twice. `occur_time` (an aware datetime) is when the
-        error happened; unset, the server's time of receipt.
+        error happened; unset, the server's time of receipt. `request_ids`
+        lead from the fault to its logs; sent as given, the server checks them.
         """
         request = fault_service_pb2.RecordFaultRequest(
             instance_id=instance_id,
@@ -270,6 +273,9 @@ class FaultServiceClient:
             source=source,
             host=host,
             fault_id=fault_id or str(uuid.uuid4()),
+            request_id=request_ids.request_id,
+            global_request_id=request_ids.global_request_id,
+            trace_id=request_ids.trace_id,
         )
         if occur_time is not None:
             request.occur_time.CopyFrom(timestamp_of(occur_time))

@@ -62,6 +62,7 @@ from faultsvc_client.fault_info import (
     describe_exception,
     message_and_details,
 )
+from faultsvc_client.request_ids import RequestIds, current_trace_id
 
 LOG = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Reporter(Protocol):
         *,
         source: str | None = None,
         host: str | None = None,
+        request_ids: RequestIds | None = None,
     ) -> str | None: ...
 
 
@@ -124,11 +126,14 @@ def record_error_notification(
     payload: Any,
     priority: str,
     publisher_id: str | None = None,
+    context: Any = None,
 ) -> str | None:
     """Reports the fault an error notification describes; returns its fault_id.
 
     `publisher_id` gives the fault's source and host (see
-    `publisher_source_and_host`); without it, the reporter's own. Returns
+    `publisher_source_and_host`); without it, the reporter's own. `context`
+    (the notification's, a dict or a RequestContext) gives its request ids
+    (see `notification_request_ids`). Returns
     None, and does nothing, for a notification that is no error or names no
     instance. Never raises: a notification callback must not break the
     notifier that calls it.
@@ -142,11 +147,36 @@ def record_error_notification(
             return None
         source, host = publisher_source_and_host(publisher_id)
         return reporter.report(
-            fault.instance_id, fault.message, fault.details, source=source, host=host
+            fault.instance_id,
+            fault.message,
+            fault.details,
+            source=source,
+            host=host,
+            request_ids=notification_request_ids(context, payload),
         )
     except Exception:
         LOG.exception("could not record error notification %s as a fault", event_type)
         return None
+
+
+def notification_request_ids(context: Any, payload: Any) -> RequestIds:
+    """The request ids of a notification: its context's, else its payload's request id.
+
+    Trove's `dbaas.*` payloads carry the API's `request_id`. The trace id is
+    the current span's: oslo.messaging calls its drivers in the notifying
+    thread, inside the request that failed.
+    """
+    if hasattr(context, "to_dict"):
+        context = context.to_dict()  # a RequestContext, not yet serialized
+    if not isinstance(context, Mapping):
+        context = {}
+    data = unwrap_versioned_object(payload)
+    payload_request_id = data.get("request_id") if isinstance(data, Mapping) else None
+    return RequestIds.valid(
+        context.get("request_id") or payload_request_id,
+        context.get("global_request_id"),
+        current_trace_id(),
+    )
 
 
 def publisher_source_and_host(publisher_id: str | None) -> tuple[str | None, str | None]:

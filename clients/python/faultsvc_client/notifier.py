@@ -141,6 +141,7 @@ class FaultNotifierDriver(notifier.Driver):  # type: ignore[misc]
             message.get("payload"),
             priority,
             publisher_id=message.get("publisher_id"),
+            context=ctxt,
         )
 
     def flush(self, timeout: float | None = None) -> bool:

@@ -51,6 +51,7 @@ from faultsvc_client.fault_info import (
     truncate_details_for_transport,
     truncate_message_for_transport,
 )
+from faultsvc_client.request_ids import RequestIds, current_request_ids
 
 LOG = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class PendingFault:
     occur_time: datetime
     source: str
     host: str
+    request_ids: RequestIds
 
 
 class FaultReporting:
@@ -311,13 +313,15 @@ class FaultReporter:
         *,
         source: str | None = None,
         host: str | None = None,
+        request_ids: RequestIds | None = None,
     ) -> str | None:
         """Queues a fault of the instance; returns its fault_id.
 
         Returns None when the fault was not queued: the reporter is closed,
         or the fault could not be made. `source` and `host` name where the
         error happened when that is not the reporter's own component and
-        host (a notification's publisher).
+        host (a notification's publisher). `request_ids` default to those of
+        the request and span being served (oslo.context, OpenTelemetry).
         """
         try:
             fault = PendingFault(
@@ -328,6 +332,7 @@ class FaultReporter:
                 occur_time=self._now(),
                 source=source or self.source,
                 host=host or self.host,
+                request_ids=current_request_ids() if request_ids is None else request_ids,
             )
             queued = self._submit(fault)
         except Exception:
@@ -432,6 +437,7 @@ class FaultReporter:
                 host=fault.host,
                 fault_id=fault.fault_id,
                 occur_time=fault.occur_time,
+                request_ids=fault.request_ids,
             )
         except FaultServiceError as error:
             if error.code in RETRYABLE_CODES:

@@ -34,6 +34,7 @@ from faultsvc_client.client import (
 )
 from faultsvc_client.errors import FaultServiceError
 from faultsvc_client.loop_thread import LOOP_GRACE, LoopThread, start_loop_thread
+from faultsvc_client.request_ids import NO_REQUEST_IDS, RequestIds
 
 _T = TypeVar("_T")
 
@@ -106,6 +107,7 @@ class SyncFaultServiceClient:
         host: str = "",
         fault_id: str | None = None,
         occur_time: datetime | None = None,
+        request_ids: RequestIds = NO_REQUEST_IDS,
         **options: Unpack[CallOptions],
     ) -> fault_pb2.Fault:
         """Records a fault and returns it as stored (see `FaultServiceClient.record_fault`)."""
@@ -117,6 +119,7 @@ class SyncFaultServiceClient:
             host=host,
             fault_id=fault_id,
             occur_time=occur_time,
+            request_ids=request_ids,
             **options,
         )
         return self._run(recording, options)

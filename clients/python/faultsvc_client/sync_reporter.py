@@ -23,6 +23,7 @@ from typing import Self
 from faultsvc_client.fault_info import SafeExceptionTypes
 from faultsvc_client.loop_thread import LOOP_GRACE, LoopThread, start_loop_thread
 from faultsvc_client.reporter import FaultReporter, FaultReporting, ReporterStats
+from faultsvc_client.request_ids import RequestIds
 
 LOG = logging.getLogger(__name__)
 
@@ -86,9 +87,12 @@ class SyncFaultReporter:
         *,
         source: str | None = None,
         host: str | None = None,
+        request_ids: RequestIds | None = None,
     ) -> str | None:
         """Queues a fault of the instance; returns its fault_id (None if it could not)."""
-        return self.reporter.report(instance_id, message, details, source=source, host=host)
+        return self.reporter.report(
+            instance_id, message, details, source=source, host=host, request_ids=request_ids
+        )
 
     def report_exception(
         self, instance_id: str, exc: BaseException, message: str | None = None

@@ -77,6 +77,30 @@ export declare type Fault = Message<"faultsvc.v1.Fault"> & {
    * @generated from field: string host = 8;
    */
   host: string;
+
+  /**
+   * The reporting service's own request id (OpenStack's `req-<uuid>`), as its
+   * log lines carry it; empty when unknown. Tenants quote it to support.
+   *
+   * @generated from field: string request_id = 9;
+   */
+  requestId: string;
+
+  /**
+   * The request id that follows the request across services (OpenStack's
+   * global request id); empty when unknown.
+   *
+   * @generated from field: string global_request_id = 10;
+   */
+  globalRequestId: string;
+
+  /**
+   * The W3C trace id of the trace the error happened in: 32 lowercase hex
+   * digits; empty when unknown. Only admins receive it.
+   *
+   * @generated from field: string trace_id = 11;
+   */
+  traceId: string;
 };
 
 /**

@@ -72,6 +72,31 @@ export declare type RecordFaultRequest = Message<"faultsvc.v1.RecordFaultRequest
    * @generated from field: google.protobuf.Timestamp occur_time = 7;
    */
   occurTime?: Timestamp | undefined;
+
+  /**
+   * The reporting service's own request id (e.g. `req-<uuid>`), at most 64
+   * printable ASCII characters; longer or otherwise is INVALID_ARGUMENT.
+   *
+   * @generated from field: string request_id = 8;
+   */
+  requestId: string;
+
+  /**
+   * The request id that follows the request across services, at most 64
+   * printable ASCII characters; longer or otherwise is INVALID_ARGUMENT.
+   *
+   * @generated from field: string global_request_id = 9;
+   */
+  globalRequestId: string;
+
+  /**
+   * The W3C trace id of the trace the error happened in: 32 lowercase hex
+   * digits, not all zero; otherwise INVALID_ARGUMENT. Unset, the server takes
+   * it from the call's `traceparent` metadata when it holds a valid one.
+   *
+   * @generated from field: string trace_id = 10;
+   */
+  traceId: string;
 };
 
 /**
