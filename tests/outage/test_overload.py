@@ -49,22 +49,25 @@ async def test_a_stalled_database_turns_calls_away_at_once_beyond_the_queue_boun
         await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="before"))
         mariadb.freeze()
         try:
-            calls = [
-                asyncio.ensure_future(
-                    stub.RecordFault(
-                        pb.RecordFaultRequest(instance_id="i-1", message=f"stalled {n}")
-                    )
-                )
-                for n in range(1 + WAITING)  # one batch in flight, the rest waiting
-            ]
-            await asyncio.sleep(0.5)
+
+            def recording(message: str) -> asyncio.Future[pb.RecordFaultResponse]:
+                request = pb.RecordFaultRequest(instance_id="i-1", message=message)
+                return asyncio.ensure_future(stub.RecordFault(request))
+
+            in_flight = recording("in flight")
+            await asyncio.sleep(0.3)  # its batch now waits on the frozen database
             started = time.monotonic()
-            with pytest.raises(grpc.aio.AioRpcError) as turned_away:
-                await stub.RecordFault(pb.RecordFaultRequest(instance_id="i-1", message="x"))
-            assert time.monotonic() - started < 0.5
-            assert turned_away.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert retry_delay_of(turned_away.value)
-            await asyncio.gather(*calls, return_exceptions=True)
+            # The first WAITING of these wait for the next batch; the others cannot.
+            later = [recording(f"later {n}") for n in range(2 * WAITING)]
+            done, _ = await asyncio.wait(later, timeout=1.0)
+            turned_away = [call.exception() for call in done]
+            assert len(turned_away) == WAITING, "calls beyond the bound were not refused at once"
+            assert time.monotonic() - started < 1.5
+            for error in turned_away:
+                assert isinstance(error, grpc.aio.AioRpcError)
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+                assert retry_delay_of(error)
+            await asyncio.gather(in_flight, *later, return_exceptions=True)
         finally:
             mariadb.thaw()
 
