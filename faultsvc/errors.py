@@ -144,6 +144,13 @@ class Unauthenticated(FaultServiceError):
     reason = "INVALID_CREDENTIALS"
 
 
+class PermissionDenied(FaultServiceError):
+    """The caller is known, but not allowed what it asked for."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "ADMIN_ONLY"
+
+
 class AlreadyExists(FaultServiceError):
     """A caller-made id is taken by a different fault."""
 

@@ -1,4 +1,8 @@
-"""Opaque page tokens for keyset pagination of an instance's history (AIP-158)."""
+"""Opaque page tokens for keyset pagination, newest first (AIP-158).
+
+A token names what it pages through (an instance's history, or a search's
+filter), so that it cannot be used to page through anything else.
+"""
 
 from __future__ import annotations
 
@@ -20,14 +24,17 @@ def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def encode_page_token(instance_id: str, cursor: Cursor) -> str:
-    """A token for the page after `cursor`; it names the instance so it cannot be reused."""
-    payload = json.dumps([instance_id, cursor.created.isoformat(), cursor.id])
+def encode_page_token(scope: str, cursor: Cursor) -> str:
+    """A token for the page after `cursor` of what `scope` names."""
+    payload = json.dumps([scope, cursor.created.isoformat(), cursor.id])
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
-def decode_page_token(token: str, instance_id: str) -> Cursor | None:
-    """The cursor in `token`, None for the first page; INVALID_ARGUMENT when it is not ours."""
+def decode_page_token(token: str, scope: str, scope_field: str = "instance_id") -> Cursor | None:
+    """The cursor in `token`, None for the first page; INVALID_ARGUMENT when it is not ours.
+
+    `scope_field` is the request field whose value `scope` is, for the message.
+    """
     if not token:
         return None
     try:
@@ -39,8 +46,8 @@ def decode_page_token(token: str, instance_id: str) -> Cursor | None:
     # RecursionError: a forged token of deeply nested JSON arrays.
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, RecursionError):
         raise InvalidArgument.field("page_token", "is not a token this service issued") from None
-    if owner != instance_id:
+    if owner != scope:
         raise InvalidArgument.field(
-            "page_token", "was issued for another instance_id; list from the first page"
+            "page_token", f"was issued for another {scope_field}; start from the first page"
         )
     return cursor

@@ -6,9 +6,9 @@ import asyncio
 
 import grpc
 
-from faultsvc import faults, pagination
+from faultsvc import faults, filters, pagination
 from faultsvc.convert import fault_message, naive_utc
-from faultsvc.errors import InvalidArgument, ResponseTooLarge
+from faultsvc.errors import InvalidArgument, PermissionDenied, ResponseTooLarge
 from faultsvc.faults import (
     DETAILS_MAX_BYTES,
     LABEL_MAX_CHARS,
@@ -112,14 +112,35 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
         with_details = reads_details(request.view, default=pb.FAULT_VIEW_FULL)
         # One row more than the page tells whether another page follows.
         rows = await self._store.history(instance_id, limit + 1, after, with_details=with_details)
-        page, messages = self._within_budget(rows[:limit])
-        next_page_token = ""
-        if len(page) < len(rows):
-            last = page[-1]
-            next_page_token = pagination.encode_page_token(
-                instance_id, Cursor(created=last.created, id=last.id)
-            )
+        messages, next_page_token = self._page(rows, limit, instance_id)
         return pb.ListFaultsResponse(faults=messages, next_page_token=next_page_token)
+
+    async def SearchFaults(
+        self, request: pb.SearchFaultsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.SearchFaultsResponse:
+        if stripping_admin_only():
+            raise PermissionDenied("SearchFaults is for admins: it reads every instance's faults")
+        criteria = filters.parse_filter(request.filter)
+        limit = pagination.page_size(request.page_size)
+        scope = f"search:{request.filter}"
+        after = pagination.decode_page_token(request.page_token, scope, "filter")
+        with_details = reads_details(request.view, default=pb.FAULT_VIEW_FULL)
+        rows = await self._store.search(criteria, limit + 1, after, with_details=with_details)
+        messages, next_page_token = self._page(rows, limit, scope)
+        return pb.SearchFaultsResponse(faults=messages, next_page_token=next_page_token)
+
+    def _page(
+        self, rows: list[StoredFault], limit: int, scope: str
+    ) -> tuple[list[fault_pb2.Fault], str]:
+        """The messages of a page of `rows` (read one past `limit`), and the next page's token.
+
+        The page ends early when more would not fit the response budget.
+        """
+        page, messages = self._within_budget(rows[:limit])
+        if len(page) == len(rows):
+            return messages, ""
+        last = page[-1]
+        return messages, pagination.encode_page_token(scope, Cursor(last.created, last.id))
 
     def _within_budget(
         self, faults_: list[StoredFault]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -68,13 +68,16 @@ def _history_pages(columns: Sequence[sa.ColumnElement[Any]]) -> tuple[sa.Select[
         .order_by(faults.c.created.desc(), faults.c.id.desc())
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
-    next_page = first_page.where(
-        sa.or_(
-            faults.c.created < sa.bindparam("created"),
-            sa.and_(faults.c.created == sa.bindparam("created"), faults.c.id < sa.bindparam("id")),
-        )
-    )
+    next_page = first_page.where(_older_than(sa.bindparam("created"), sa.bindparam("id")))
     return first_page, next_page
+
+
+def _older_than(created: Any, fault_id: Any) -> sa.ColumnElement[bool]:
+    """Faults after (created, id) in the newest-first order of histories and searches."""
+    return sa.or_(
+        faults.c.created < created,
+        sa.and_(faults.c.created == created, faults.c.id < fault_id),
+    )
 
 
 # Keyed by whether details are read.
@@ -289,6 +292,32 @@ class FaultStore:
         async def read(connection: AsyncConnection, _attempt: int) -> list[StoredFault]:
             rows = await connection.execute(query, parameters)
             return [StoredFault.from_row(row) for row in rows]
+
+        return await self._transactions.run(read)
+
+    async def search(
+        self,
+        criteria: Mapping[str, str],
+        limit: int,
+        after: Cursor | None = None,
+        *,
+        with_details: bool = True,
+    ) -> list[StoredFault]:
+        """Up to `limit` live faults of any instance whose columns equal `criteria`, newest first.
+
+        `criteria` names indexed columns (request_id, global_request_id).
+        """
+        query = (
+            sa.select(*(FAULT_COLUMNS if with_details else BASIC_COLUMNS))
+            .where(LIVE, *(faults.c[column] == value for column, value in criteria.items()))
+            .order_by(faults.c.created.desc(), faults.c.id.desc())
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(_older_than(after.created, after.id))
+
+        async def read(connection: AsyncConnection, _attempt: int) -> list[StoredFault]:
+            return [StoredFault.from_row(row) for row in await connection.execute(query)]
 
         return await self._transactions.run(read)
 

@@ -37,8 +37,13 @@ instance_faults = sa.Table(
         "global_request_id", sa.String(REQUEST_ID_MAX_CHARS), nullable=False, server_default=""
     ),
     sa.Column("trace_id", sa.String(TRACE_ID_CHARS), nullable=False, server_default=""),
-    # One index serves the latest-fault and the history reads.
+    # One index serves the latest-fault and the history reads; one per request
+    # id serves SearchFaults, in the same order.
     sa.Index("ix_instance_faults_instance_latest", "instance_id", "deleted", "created", "id"),
+    sa.Index("ix_instance_faults_request_id", "request_id", "deleted", "created", "id"),
+    sa.Index(
+        "ix_instance_faults_global_request_id", "global_request_id", "deleted", "created", "id"
+    ),
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",
     mysql_engine="InnoDB",

@@ -368,3 +368,74 @@ class ClearFaultsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClearFaultsResponse: _TypeAlias = ClearFaultsResponse  # noqa: Y015
+
+@_typing.final
+class SearchFaultsRequest(_message.Message):
+    """The request of SearchFaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    filter: _builtins.str
+    """Required. Which faults (AIP-160): one or more `field = "value"`
+    comparisons joined by AND, on `request_id` and `global_request_id`, e.g.
+    `request_id = "req-7c2d..."`. At most 1,024 characters.
+    """
+    page_size: _builtins.int
+    """How many faults to return at most: 50 when unset or 0, at most 1,000.
+    Negative is INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """The `next_page_token` of a previous call with the same `filter`, for the
+    page after it.
+    """
+    view: Global___FaultView.ValueType
+    """How much of each fault to return; FULL when unspecified."""
+    def __init__(
+        self,
+        *,
+        filter: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        view: Global___FaultView.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token", "view", b"view"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchFaultsRequest: _TypeAlias = SearchFaultsRequest  # noqa: Y015
+
+@_typing.final
+class SearchFaultsResponse(_message.Message):
+    """The response of SearchFaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAULTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as `page_token` to get the next page; empty on the last page."""
+    @_builtins.property
+    def faults(self) -> _containers.RepeatedCompositeFieldContainer[_fault_pb2.Fault]:
+        """The matching faults of the page, newest first. A page holds fewer than
+        `page_size` faults when more would not fit the server's response budget.
+        """
+
+    def __init__(
+        self,
+        *,
+        faults: _abc.Iterable[_fault_pb2.Fault] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["faults", b"faults", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchFaultsResponse: _TypeAlias = SearchFaultsResponse  # noqa: Y015

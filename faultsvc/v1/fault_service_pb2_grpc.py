@@ -65,6 +65,11 @@ class FaultServiceStub:
                 request_serializer=faultsvc_dot_v1_dot_fault__service__pb2.ClearFaultsRequest.SerializeToString,
                 response_deserializer=faultsvc_dot_v1_dot_fault__service__pb2.ClearFaultsResponse.FromString,
                 _registered_method=True)
+        self.SearchFaults = channel.unary_unary(
+                '/faultsvc.v1.FaultService/SearchFaults',
+                request_serializer=faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsRequest.SerializeToString,
+                response_deserializer=faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsResponse.FromString,
+                _registered_method=True)
 
 
 class FaultServiceServicer:
@@ -114,6 +119,15 @@ class FaultServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchFaults(self, request, context):
+        """Finds the faults of all instances that match a filter, newest first, a
+        page at a time: from a log line's request id to its fault. For admins
+        only: PERMISSION_DENIED for anyone else.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FaultServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +155,11 @@ def add_FaultServiceServicer_to_server(servicer, server):
                     servicer.ClearFaults,
                     request_deserializer=faultsvc_dot_v1_dot_fault__service__pb2.ClearFaultsRequest.FromString,
                     response_serializer=faultsvc_dot_v1_dot_fault__service__pb2.ClearFaultsResponse.SerializeToString,
+            ),
+            'SearchFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchFaults,
+                    request_deserializer=faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsRequest.FromString,
+                    response_serializer=faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -284,6 +303,33 @@ class FaultService:
             '/faultsvc.v1.FaultService/ClearFaults',
             faultsvc_dot_v1_dot_fault__service__pb2.ClearFaultsRequest.SerializeToString,
             faultsvc_dot_v1_dot_fault__service__pb2.ClearFaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultsvc.v1.FaultService/SearchFaults',
+            faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsRequest.SerializeToString,
+            faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

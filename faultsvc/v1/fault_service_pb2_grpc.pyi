@@ -54,6 +54,11 @@ class FaultServiceStub:
     """Clears the faults of an instance, e.g. when it is deleted or has
     recovered. Cleared faults are no longer returned.
     """
+    SearchFaults: _grpc.UnaryUnaryMultiCallable[_fault_service_pb2.SearchFaultsRequest, _fault_service_pb2.SearchFaultsResponse]
+    """Finds the faults of all instances that match a filter, newest first, a
+    page at a time: from a log line's request id to its fault. For admins
+    only: PERMISSION_DENIED for anyone else.
+    """
 
 @_typing.type_check_only
 class FaultServiceAsyncStub(FaultServiceStub):
@@ -80,6 +85,11 @@ class FaultServiceAsyncStub(FaultServiceStub):
     ClearFaults: _aio.UnaryUnaryMultiCallable[_fault_service_pb2.ClearFaultsRequest, _fault_service_pb2.ClearFaultsResponse]  # type: ignore[assignment]
     """Clears the faults of an instance, e.g. when it is deleted or has
     recovered. Cleared faults are no longer returned.
+    """
+    SearchFaults: _aio.UnaryUnaryMultiCallable[_fault_service_pb2.SearchFaultsRequest, _fault_service_pb2.SearchFaultsResponse]  # type: ignore[assignment]
+    """Finds the faults of all instances that match a filter, newest first, a
+    page at a time: from a log line's request id to its fault. For admins
+    only: PERMISSION_DENIED for anyone else.
     """
 
 class FaultServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -134,6 +144,17 @@ class FaultServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_fault_service_pb2.ClearFaultsResponse, _abc.Awaitable[_fault_service_pb2.ClearFaultsResponse]]:
         """Clears the faults of an instance, e.g. when it is deleted or has
         recovered. Cleared faults are no longer returned.
+        """
+
+    @_abc_1.abstractmethod
+    def SearchFaults(
+        self,
+        request: _fault_service_pb2.SearchFaultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fault_service_pb2.SearchFaultsResponse, _abc.Awaitable[_fault_service_pb2.SearchFaultsResponse]]:
+        """Finds the faults of all instances that match a filter, newest first, a
+        page at a time: from a log line's request id to its fault. For admins
+        only: PERMISSION_DENIED for anyone else.
         """
 
 def add_FaultServiceServicer_to_server(servicer: FaultServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -463,3 +463,53 @@ async def test_tls_mistakes_are_told_apart(
         "; if it requires client certificates, give --cert-file and --key-file\n"
     )
     assert (mutual.returncode, mutual.stdout) == (0, "Instance i-1 has no fault.\n")
+
+
+async def test_faults_find_goes_from_a_request_id_to_the_faults_of_every_instance(
+    server: FaultServer, admin_client: FaultServiceClient
+) -> None:
+    instances = [str(uuid.uuid4()) for _ in range(2)]
+    fault_ids = [await record_guest_error(admin_client, instance) for instance in instances]
+
+    found = await run_python_async(
+        [
+            *CLI,
+            "faults",
+            "find",
+            "--request-id",
+            REQUEST_IDS.request_id,
+            "--target",
+            server.target,
+            "--json",
+        ]
+    )
+    assert found.returncode == 0, found.stderr
+    faults = json.loads(found.stdout)
+    assert {fault["id"] for fault in faults} >= set(fault_ids)
+    assert {fault["instance_id"] for fault in faults} >= set(instances)
+    assert all(fault["details"] == TRACEBACK for fault in faults)  # asked as an admin
+
+    table = await run_python_async(
+        [
+            *CLI,
+            "faults",
+            "find",
+            "--global-request-id",
+            REQUEST_IDS.global_request_id,
+            "--target",
+            server.target,
+        ]
+    )
+    assert table.returncode == 0, table.stderr
+    assert all(instance in table.stdout for instance in instances)
+
+    nothing = await run_python_async(
+        [*CLI, "faults", "find", "--request-id", "req-none", "--target", server.target]
+    )
+    assert (nothing.returncode, nothing.stdout) == (0, "No fault carries that request id.\n")
+
+    neither = await run_python_async([*CLI, "faults", "find", "--target", server.target])
+    assert neither.returncode == EXIT_USAGE
+    assert neither.stderr == (
+        "faultsvc faults find: give --request-id, --global-request-id, or both\n"
+    )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 
+import grpc
 import pytest
 from google.protobuf.message import Message
 
 from faultsvc.v1 import fault_service_pb2 as pb
 from tests.support.calls import Metadata, Stub, record
 from tests.support.redaction import admin_only_values
-from tests.support.rpcs import METHODS, REQUESTS
+from tests.support.rpcs import ADMIN_ONLY_METHODS, METHODS, REQUESTS, request_id_of
 
 NOT_ADMIN: list[Metadata] = [
     None,
@@ -43,13 +44,24 @@ async def call(stub: Stub, method: str, metadata: Metadata) -> Message:
             details="Traceback: secret frame",
             host="tm-1",
             trace_id=TRACE_ID,
+            request_id=request_id_of(instance),
         )
     response: Message = await getattr(stub, method)(REQUESTS[method](instance), metadata=metadata)
     return response
 
 
 @pytest.mark.parametrize("metadata", NOT_ADMIN)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", sorted(ADMIN_ONLY_METHODS))
+async def test_non_admin_may_not_call_an_admin_only_rpc(
+    stub: Stub, method: str, metadata: Metadata
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call(stub, method, metadata)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("metadata", NOT_ADMIN)
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ADMIN_ONLY_METHODS])
 async def test_non_admin_never_sees_details_on_any_rpc(
     stub: Stub, method: str, metadata: Metadata
 ) -> None:
@@ -59,7 +71,8 @@ async def test_non_admin_never_sees_details_on_any_rpc(
 
 @pytest.mark.parametrize("metadata", ADMIN)
 @pytest.mark.parametrize(
-    "method", ["RecordFault", "GetLatestFault", "BatchGetLatestFaults", "ListFaults"]
+    "method",
+    ["RecordFault", "GetLatestFault", "BatchGetLatestFaults", "ListFaults", "SearchFaults"],
 )
 async def test_admin_sees_details_and_host(stub: Stub, method: str, metadata: Metadata) -> None:
     response = await call(stub, method, metadata)

@@ -50,6 +50,7 @@ VALID: dict[str, Message] = {
     "BatchGetLatestFaults": pb.BatchGetLatestFaultsRequest(instance_ids=["i-valid"]),
     "ListFaults": pb.ListFaultsRequest(instance_id="i-valid"),
     "ClearFaults": pb.ClearFaultsRequest(instance_id="i-valid"),
+    "SearchFaults": pb.SearchFaultsRequest(filter='request_id = "req-1"'),
 }
 
 STRING_FIELDS = [

@@ -16,7 +16,7 @@ from faultsvc.app import FaultServer
 from faultsvc.policy.auth import INVALID_TOKEN, MALFORMED_TOKEN, MISSING_TOKEN
 from faultsvc.v1 import fault_service_pb2 as pb
 from tests.support.calls import Metadata, Stub, stub_of
-from tests.support.rpcs import METHODS, REQUESTS, SERVICE
+from tests.support.rpcs import ADMIN_ONLY_METHODS, METHODS, REQUESTS, SERVICE
 from tests.support.tokens import ADMIN_TOKEN, FORWARDING_TOKEN, READER_TOKEN, bearer
 
 WRONG_TOKEN = "not-a-configured-token-5f6e7d8c9b0a"
@@ -83,10 +83,18 @@ async def test_malformed_authorization_is_refused_without_quoting_it(
 
 @pytest.mark.parametrize("method", METHODS)
 async def test_every_rpc_answers_a_configured_token(stub: Stub, method: str) -> None:
-    for token in [FORWARDING_TOKEN, ADMIN_TOKEN, READER_TOKEN]:
-        await call(stub, method, (bearer(token),))
+    # An admin-only RPC answers the admin token, and the others' roles with PERMISSION_DENIED.
+    admin = (("x-roles", "admin"),) if method in ADMIN_ONLY_METHODS else ()
+    for token in [FORWARDING_TOKEN, ADMIN_TOKEN]:
+        await call(stub, method, (bearer(token), *admin))
+    if method in ADMIN_ONLY_METHODS:
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await call(stub, method, (bearer(READER_TOKEN), ("x-roles", "admin")))
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    else:
+        await call(stub, method, (bearer(READER_TOKEN),))
     # The scheme is case-insensitive (RFC 9110).
-    await call(stub, method, (("authorization", f"bearer {FORWARDING_TOKEN}"),))
+    await call(stub, method, (("authorization", f"bearer {FORWARDING_TOKEN}"), *admin))
 
 
 async def test_health_and_reflection_answer_without_a_token(token_server: FaultServer) -> None:

@@ -24,6 +24,8 @@ from tests.support.servers import ServerProcess
 SECRET_DETAILS = "Traceback: only-admins-may-read-this-frame"
 SECRET_HOST = "db-host-only-admins-may-know-7"
 TOO_LONG_ID = "i" * 65
+# The request id the secret faults are recorded with, so that a search finds them.
+SECRET_REQUEST = "req-5f0c6a52-secret-faults"
 NOT_ADMINS: list[Metadata] = [None, (("x-roles", "member,reader"),)]
 VIEWS = [pb.FAULT_VIEW_UNSPECIFIED, pb.FAULT_VIEW_BASIC, pb.FAULT_VIEW_FULL]
 
@@ -98,6 +100,13 @@ def questions(fault: fault_pb2.Fault, page_token: str) -> dict[str, list[Message
             pb.ClearFaultsRequest(instance_id=TOO_LONG_ID),
             pb.ClearFaultsRequest(instance_id=instance),
         ],
+        "SearchFaults": [
+            *(
+                pb.SearchFaultsRequest(filter=f'request_id = "{SECRET_REQUEST}"', view=view)
+                for view in VIEWS
+            ),
+            pb.SearchFaultsRequest(filter=f'request_id = "{SECRET_REQUEST}" AND host = "x"'),
+        ],
     }
 
 
@@ -112,6 +121,7 @@ async def store_secret_faults(stub: Stub) -> tuple[fault_pb2.Fault, str]:
             details=SECRET_DETAILS,
             host=SECRET_HOST,
             fault_id=str(uuid.uuid4()),
+            request_id=SECRET_REQUEST,
         )
     first_page = await stub.ListFaults(pb.ListFaultsRequest(instance_id=instance, page_size=1))
     return fault, first_page.next_page_token

@@ -11,6 +11,8 @@ from faultsvc.v1 import fault_service_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FaultService"]
 METHODS = [method.name for method in SERVICE.methods]
+# RPCs that answer PERMISSION_DENIED to anyone who is not an admin.
+ADMIN_ONLY_METHODS = {"SearchFaults"}
 
 # One request per RPC, for an instance that has faults. A new RPC fails
 # test_every_rpc_has_a_request (test_redaction.py) until it is added here, and is then covered.
@@ -28,4 +30,12 @@ REQUESTS: dict[str, Callable[[str], Message]] = {
     ),
     "ListFaults": lambda instance: pb.ListFaultsRequest(instance_id=instance, page_size=1),
     "ClearFaults": lambda instance: pb.ClearFaultsRequest(instance_id=instance),
+    "SearchFaults": lambda instance: pb.SearchFaultsRequest(
+        filter=f'request_id = "{request_id_of(instance)}"', page_size=1
+    ),
 }
+
+
+def request_id_of(instance: str) -> str:
+    """The request id the tests record an instance's faults with, so that a search finds them."""
+    return f"req-{instance}"

@@ -36,7 +36,13 @@ from google.protobuf import json_format
 from prettytable import PrettyTable
 
 from faultsvc.v1 import fault_pb2
-from faultsvc_client.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, FaultServiceClient, TlsConfig
+from faultsvc_client.client import (
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT,
+    FaultServiceClient,
+    TlsConfig,
+    request_id_filter,
+)
 from faultsvc_client.errors import FaultServiceError
 
 EXIT_OK = 0
@@ -100,6 +106,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     listing.add_argument("--all", action="store_true", help="follow every page, not just the first")
     listing.set_defaults(func=list_command)
+
+    finding = faults_commands.add_parser(
+        "find",
+        parents=[connection],
+        help="find the faults of any instance by request id (admins)",
+        description="Find the faults of any instance that carry a request id, newest first. "
+        "Asks as an admin: faultsvc answers admins only.",
+        epilog=exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    finding.add_argument("--request-id", metavar="ID", help="the service's own request id")
+    finding.add_argument("--global-request-id", metavar="ID", help="the global request id")
+    finding.set_defaults(func=find_command, admin=True)
 
 
 def _add_tls_options(tls: argparse._ArgumentGroup) -> None:
@@ -196,6 +215,30 @@ async def show(client: FaultServiceClient, args: argparse.Namespace) -> int:
         print(f"Instance {inert_line(args.instance_id)} has no fault.")
     else:
         print(fault_table(fault))
+    return EXIT_OK
+
+
+def find_command(args: argparse.Namespace) -> int:
+    if not (args.request_id or args.global_request_id):
+        print(
+            "faultsvc faults find: give --request-id, --global-request-id, or both",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return run(args, find_faults)
+
+
+async def find_faults(client: FaultServiceClient, args: argparse.Namespace) -> int:
+    filter_ = request_id_filter(args.request_id, args.global_request_id)
+    page = await client.search_faults(filter_)
+    if args.json:
+        print(inert_json([fault_dict(fault) for fault in page.faults]))
+    elif not page.faults:
+        print("No fault carries that request id.")
+    else:
+        print(fault_history_table(page.faults, with_details=True, with_instance=True))
+    if page.next_page_token:
+        print("There are older faults with that request id.", file=sys.stderr)
     return EXIT_OK
 
 
@@ -329,14 +372,20 @@ def fault_table(fault: fault_pb2.Fault) -> str:
     return table.get_string()
 
 
-def fault_history_table(faults: Sequence[fault_pb2.Fault], *, with_details: bool) -> str:
+def fault_history_table(
+    faults: Sequence[fault_pb2.Fault], *, with_details: bool, with_instance: bool = False
+) -> str:
     columns = ["Date", "Fault ID", "Source", "Message"]
+    if with_instance:
+        columns.insert(1, "Instance")
     if with_details:
         columns.append("Details")
     table = PrettyTable(columns)
     table.align = "l"
     for fault in faults:
         row = [format_time(fault), *map(inert_line, (fault.id, fault.source, fault.message))]
+        if with_instance:
+            row.insert(1, inert_line(fault.instance_id))
         if with_details:
             row.append(readable_details(fault.details))
         table.add_row(row)

@@ -137,6 +137,23 @@ def _read(path: str | Path | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
 
 
+def request_id_filter(request_id: str | None = None, global_request_id: str | None = None) -> str:
+    """The SearchFaults filter for the given request ids, their quotes and backslashes escaped."""
+    comparisons = [
+        f"{field} = {_quoted(value)}"
+        for field, value in (("request_id", request_id), ("global_request_id", global_request_id))
+        if value
+    ]
+    if not comparisons:
+        raise ValueError("give a request id, a global request id, or both")
+    return " AND ".join(comparisons)
+
+
+def _quoted(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
 def call_metadata(token: str | None, roles: Iterable[str]) -> tuple[tuple[str, str], ...]:
     """The metadata faultsvc reads: a bearer token and keystone-style roles.
 
@@ -348,6 +365,25 @@ class FaultServiceClient:
             if not page.next_page_token:
                 return
             page_token = page.next_page_token
+
+    async def search_faults(
+        self,
+        filter_: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
+    ) -> fault_service_pb2.SearchFaultsResponse:
+        """One page of the faults of any instance that match `filter_`, newest first (admins).
+
+        `filter_` compares request ids: `request_id = "req-..."`, and
+        `global_request_id = "..."`, joined by AND (see `request_id_filter`).
+        """
+        request = fault_service_pb2.SearchFaultsRequest(
+            filter=filter_, page_size=page_size, page_token=page_token, view=view
+        )
+        return await self._call(self._stub.SearchFaults, request, options)
 
     async def clear_faults(self, instance_id: str, **options: Unpack[CallOptions]) -> int:
         """Clears the instance's faults; returns how many were cleared."""

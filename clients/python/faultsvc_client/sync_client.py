@@ -182,6 +182,21 @@ class SyncFaultServiceClient:
                 return
             page_token = page.next_page_token
 
+    def search_faults(
+        self,
+        filter_: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
+    ) -> fault_service_pb2.SearchFaultsResponse:
+        """One page of the faults of any instance that match `filter_`, newest first (admins)."""
+        searching = self._client.search_faults(
+            filter_, page_size=page_size, page_token=page_token, view=view, **options
+        )
+        return self._run(searching, options)
+
     def clear_faults(self, instance_id: str, **options: Unpack[CallOptions]) -> int:
         """Clears the instance's faults; returns how many were cleared."""
         return self._run(self._client.clear_faults(instance_id, **options), options)

@@ -333,6 +333,79 @@ export declare type ClearFaultsResponse = Message<"faultsvc.v1.ClearFaultsRespon
 export declare const ClearFaultsResponseSchema: GenMessage<ClearFaultsResponse>;
 
 /**
+ * The request of SearchFaults.
+ *
+ * @generated from message faultsvc.v1.SearchFaultsRequest
+ */
+export declare type SearchFaultsRequest = Message<"faultsvc.v1.SearchFaultsRequest"> & {
+  /**
+   * Required. Which faults (AIP-160): one or more `field = "value"`
+   * comparisons joined by AND, on `request_id` and `global_request_id`, e.g.
+   * `request_id = "req-7c2d..."`. At most 1,024 characters.
+   *
+   * @generated from field: string filter = 1;
+   */
+  filter: string;
+
+  /**
+   * How many faults to return at most: 50 when unset or 0, at most 1,000.
+   * Negative is INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call with the same `filter`, for the
+   * page after it.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+
+  /**
+   * How much of each fault to return; FULL when unspecified.
+   *
+   * @generated from field: faultsvc.v1.FaultView view = 4;
+   */
+  view: FaultView;
+};
+
+/**
+ * Describes the message faultsvc.v1.SearchFaultsRequest.
+ * Use `create(SearchFaultsRequestSchema)` to create a new message.
+ */
+export declare const SearchFaultsRequestSchema: GenMessage<SearchFaultsRequest>;
+
+/**
+ * The response of SearchFaults.
+ *
+ * @generated from message faultsvc.v1.SearchFaultsResponse
+ */
+export declare type SearchFaultsResponse = Message<"faultsvc.v1.SearchFaultsResponse"> & {
+  /**
+   * The matching faults of the page, newest first. A page holds fewer than
+   * `page_size` faults when more would not fit the server's response budget.
+   *
+   * @generated from field: repeated faultsvc.v1.Fault faults = 1;
+   */
+  faults: Fault[];
+
+  /**
+   * Pass as `page_token` to get the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message faultsvc.v1.SearchFaultsResponse.
+ * Use `create(SearchFaultsResponseSchema)` to create a new message.
+ */
+export declare const SearchFaultsResponseSchema: GenMessage<SearchFaultsResponse>;
+
+/**
  * How much of each fault a read returns (AIP-157).
  *
  * @generated from enum faultsvc.v1.FaultView
@@ -429,6 +502,18 @@ export declare const FaultService: GenService<{
     methodKind: "unary";
     input: typeof ClearFaultsRequestSchema;
     output: typeof ClearFaultsResponseSchema;
+  },
+  /**
+   * Finds the faults of all instances that match a filter, newest first, a
+   * page at a time: from a log line's request id to its fault. For admins
+   * only: PERMISSION_DENIED for anyone else.
+   *
+   * @generated from rpc faultsvc.v1.FaultService.SearchFaults
+   */
+  searchFaults: {
+    methodKind: "unary";
+    input: typeof SearchFaultsRequestSchema;
+    output: typeof SearchFaultsResponseSchema;
   },
 }>;
 
