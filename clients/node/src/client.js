@@ -9,7 +9,7 @@ import { FaultService } from "./gen/faultsvc/v1/fault_service_pb.js";
  * @import { CallOptions } from "@connectrpc/connect"
  * @import { MessageInitShape } from "@bufbuild/protobuf"
  * @import { Fault } from "./gen/faultsvc/v1/fault_pb.js"
- * @import { FaultView, ListFaultsResponse, RecordFaultRequestSchema } from "./gen/faultsvc/v1/fault_service_pb.js"
+ * @import { FaultView, ListFaultsResponse, RecordFaultRequestSchema, SearchFaultsResponse } from "./gen/faultsvc/v1/fault_service_pb.js"
  */
 
 /**
@@ -157,6 +157,21 @@ export class FaultClient {
       yield* response.faults;
       pageToken = response.nextPageToken;
     } while (pageToken !== "");
+  }
+
+  /**
+   * One page of the faults of any instance that match an AIP-160 filter on
+   * request ids (`request_id = "req-..."`, `global_request_id = "..."`,
+   * joined by AND), newest first. Admins only: anyone else gets
+   * `Code.PermissionDenied`.
+   *
+   * @param {string} filter
+   * @param {{ pageSize?: number, pageToken?: string, view?: FaultView }} [page]
+   * @param {FaultCallOptions} [options]
+   * @returns {Promise<SearchFaultsResponse>}
+   */
+  async searchFaults(filter, page = {}, options) {
+    return this.#rpc.searchFaults({ filter, ...page }, this.#callOptions(options));
   }
 
   /**

@@ -108,6 +108,18 @@ test("a fault's request ids reach everyone, its trace id only admins", async () 
   assert.equal(forAnyone?.traceId, "");
 });
 
+test("searchFaults finds an admin the faults of any instance by request id", async () => {
+  const requestId = `req-${randomUUID()}`;
+  const first = await admin.recordFault({ instanceId: newInstanceId(), message: "a", requestId });
+  const second = await admin.recordFault({ instanceId: newInstanceId(), message: "b", requestId });
+  const found = await admin.searchFaults(`request_id = "${requestId}"`, { pageSize: 10 });
+  assert.deepEqual(idsOf(found.faults), [second.id, first.id]);
+  await assert.rejects(
+    anonymous.searchFaults(`request_id = "${requestId}"`),
+    (error) => error instanceof ConnectError && error.code === Code.PermissionDenied,
+  );
+});
+
 test("a fault without a trace id takes the one of the call's traceparent", async () => {
   const traceId = "0af7651916cd43dd8448eb211c80319c";
   const fault = await admin.recordFault(
