@@ -14,7 +14,7 @@ import pytest
 from faultsvc.app import FaultServer, build_server
 from faultsvc.config import Settings
 from faultsvc_client import FaultServiceClient, RequestIds
-from faultsvc_client.cli import EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
+from faultsvc_client.cli import EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE, build_parser
 from tests.clients.processes import python_env, run_python_async
 from tests.security.certificates import CertificateAuthority
 from tests.support.servers import free_port
@@ -513,3 +513,9 @@ async def test_faults_find_goes_from_a_request_id_to_the_faults_of_every_instanc
     assert neither.stderr == (
         "faultsvc faults find: give --request-id, --global-request-id, or both\n"
     )
+
+
+def test_faults_find_asking_as_an_admin_leaves_the_other_commands_as_they_were() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["show", "i-1"]).admin is False
+    assert parser.parse_args(["faults", "list", "i-1"]).admin is False

@@ -118,7 +118,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     finding.add_argument("--request-id", metavar="ID", help="the service's own request id")
     finding.add_argument("--global-request-id", metavar="ID", help="the global request id")
-    finding.set_defaults(func=find_command, admin=True)
+    # Not set_defaults(admin=True): the commands share the --admin action, and its default.
+    finding.set_defaults(func=find_command)
 
 
 def _add_tls_options(tls: argparse._ArgumentGroup) -> None:
@@ -225,6 +226,7 @@ def find_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    args.admin = True  # faultsvc answers admins only
     return run(args, find_faults)
 
 
