@@ -255,13 +255,16 @@ class FaultServiceClient:
         host: str = "",
         fault_id: str | None = None,
         occur_time: datetime | None = None,
+        fingerprint: str = "",
         **options: Unpack[CallOptions],
     ) -> fault_pb2.Fault:
-        """Records a fault and returns it as stored.
+        """Records a fault and returns it as stored: a repeat, the fault it counts into.
 
         Without `fault_id` the client makes one, so gRPC's retries of the call
         never record it twice. `occur_time` (an aware datetime) is when the
-        error happened; unset, the server's time of receipt.
+        error happened; unset, the server's time of receipt. `fingerprint`,
+        the caller's own, decides which faults are repeats of one another;
+        unset, the server's rule does.
         """
         request = fault_service_pb2.RecordFaultRequest(
             instance_id=instance_id,
@@ -270,6 +273,7 @@ class FaultServiceClient:
             source=source,
             host=host,
             fault_id=fault_id or str(uuid.uuid4()),
+            fingerprint=fingerprint,
         )
         if occur_time is not None:
             request.occur_time.CopyFrom(timestamp_of(occur_time))

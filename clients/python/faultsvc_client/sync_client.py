@@ -106,6 +106,7 @@ class SyncFaultServiceClient:
         host: str = "",
         fault_id: str | None = None,
         occur_time: datetime | None = None,
+        fingerprint: str = "",
         **options: Unpack[CallOptions],
     ) -> fault_pb2.Fault:
         """Records a fault and returns it as stored (see `FaultServiceClient.record_fault`)."""
@@ -117,6 +118,7 @@ class SyncFaultServiceClient:
             host=host,
             fault_id=fault_id,
             occur_time=occur_time,
+            fingerprint=fingerprint,
             **options,
         )
         return self._run(recording, options)
