@@ -239,6 +239,7 @@ async def test_sql_looking_strings_are_stored_verbatim(stub: Stub) -> None:
         ({"instance_id": "i" * 65, "message": "m"}, "instance_id"),
         ({"instance_id": "i", "message": ""}, "message"),
         ({"instance_id": "i", "message": "m", "fault_id": "not-a-uuid"}, "fault_id"),
+        ({"instance_id": "i", "message": "m", "fingerprint": "f" * 65_536}, "fingerprint"),
     ],
 )
 async def test_record_rejects_bad_input_naming_the_field(
