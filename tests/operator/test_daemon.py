@@ -30,7 +30,7 @@ def test_db_commands_say_what_they_did_and_nothing_else(tmp_path: Path) -> None:
     [migrated] = first.stderr.splitlines()
     assert migrated.endswith(
         "INFO MainProcess faultsvc.storage.migrate: "
-        "schema migrated from nothing (a new database) to 0001"
+        "schema migrated from nothing (a new database) to 0003"
     )
     again = faultsvc("db", "upgrade", cwd=tmp_path, env=env)
     assert (again.code, again.stderr) == (0, "")

@@ -31,6 +31,14 @@ def new_fault(instance_id: str = "i-1", **changes: object) -> Fault:
     return replace(fault, **changes)  # type: ignore[arg-type]
 
 
+def nth(text: str, n: int) -> str:
+    """`text` and `n` spelt in letters (12: "bc"), so that faults differ by more than a number.
+
+    Messages that differ only by their numbers are repeats of one fault.
+    """
+    return f"{text} {''.join(chr(ord('a') + int(digit)) for digit in str(n))}"
+
+
 def server_made(faults: Iterable[Fault]) -> list[Recording]:
     """The faults, recorded as the server records those whose ids it made."""
     return [(fault, False) for fault in faults]
