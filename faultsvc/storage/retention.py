@@ -1,7 +1,7 @@
 """Keeping each instance's history bounded: the faults beyond its newest N are soft-deleted.
 
 This runs from `faultsvc db purge`, never on the write path: RecordFault
-stays one INSERT whatever the cap. Each transaction touches at most
+stays a few statements per batch whatever the cap. Each transaction touches at most
 `batch_size` rows, so a large backlog never holds long locks or a huge undo
 log; capped faults are cleared as ClearFaults clears them (deleted_at now),
 and a later purge hard-deletes them like any other cleared fault.

@@ -1,6 +1,7 @@
 """The one way into storage: faults recorded, read and cleared, in as few round trips as possible.
 
-Concurrent RecordFault calls share one INSERT and one COMMIT (group commit),
+Concurrent RecordFault calls share a few statements and one COMMIT (group
+commit: one multi-row upsert of their faults, one insert of their occurrences),
 and concurrent GetLatestFault calls one SELECT (coalesced reads): the store
 owns the batchers that gather them, so callers see only `record` and `latest`.
 """
