@@ -75,35 +75,40 @@ async def test_a_fault_recorded_through_one_node_is_read_at_once_through_another
             assert not after.HasField("fault"), f"node 1 still shows cleared fault {n}"
 
 
+async def record_through_both(
+    servers: tuple[ServerProcess, ServerProcess], requests: list[pb.RecordFaultRequest]
+) -> list[pb.RecordFaultResponse]:
+    """Sends every request through both servers at once; the answers, in that order."""
+    async with (
+        grpc.aio.insecure_channel(servers[0].target) as channel1,
+        grpc.aio.insecure_channel(servers[1].target) as channel2,
+    ):
+        stubs = [fault_service_pb2_grpc.FaultServiceStub(c) for c in (channel1, channel2)]
+        return await asyncio.gather(
+            *(stub.RecordFault(request, timeout=20) for request in requests for stub in stubs)
+        )
+
+
 async def test_one_fault_id_written_through_two_nodes_at_once_is_stored_once(
     galera: GaleraCluster,
     node1_and_node2_servers: tuple[ServerProcess, ServerProcess],
     tmp_path: Path,
 ) -> None:
     """The two inserts conflict at certification; the loser retries and finds the winner's row."""
-    first, second = node1_and_node2_servers
     instance_id = f"twice-{uuid.uuid4()}"
     fault_ids = [str(uuid.uuid4()) for _ in range(200)]
-    async with (
-        grpc.aio.insecure_channel(first.target) as channel1,
-        grpc.aio.insecure_channel(second.target) as channel2,
-    ):
-        stubs = [fault_service_pb2_grpc.FaultServiceStub(c) for c in (channel1, channel2)]
-        answers = await asyncio.gather(
-            *(
-                stub.RecordFault(
-                    pb.RecordFaultRequest(
-                        instance_id=instance_id,
-                        message="reboot failed",
-                        fault_id=fault_id,
-                        fingerprint=fault_id,  # a fault of its own, not a repeat
-                    ),
-                    timeout=20,
-                )
-                for fault_id in fault_ids
-                for stub in stubs
+    answers = await record_through_both(
+        node1_and_node2_servers,
+        [
+            pb.RecordFaultRequest(
+                instance_id=instance_id,
+                message="reboot failed",
+                fault_id=fault_id,
+                fingerprint=fault_id,  # a fault of its own, not a repeat
             )
-        )
+            for fault_id in fault_ids
+        ],
+    )
     by_id: dict[str, set[tuple[int, int]]] = {}
     for answer in answers:
         created = answer.fault.create_time
@@ -128,26 +133,17 @@ async def test_repeats_recorded_through_two_nodes_at_once_are_counted_exactly(
     Two nodes upserting the same fault conflict at certification; the loser
     runs its whole batch again, looking its occurrences up first.
     """
-    first, second = node1_and_node2_servers
     instance_id = f"repeats-{uuid.uuid4()}"
     fault_ids = [str(uuid.uuid4()) for _ in range(200)]
-    async with (
-        grpc.aio.insecure_channel(first.target) as channel1,
-        grpc.aio.insecure_channel(second.target) as channel2,
-    ):
-        stubs = [fault_service_pb2_grpc.FaultServiceStub(c) for c in (channel1, channel2)]
-        answers = await asyncio.gather(
-            *(
-                stub.RecordFault(
-                    pb.RecordFaultRequest(
-                        instance_id=instance_id, message="Volume 3 is full", fault_id=fault_id
-                    ),
-                    timeout=20,
-                )
-                for fault_id in fault_ids
-                for stub in stubs
+    answers = await record_through_both(
+        node1_and_node2_servers,
+        [
+            pb.RecordFaultRequest(
+                instance_id=instance_id, message="Volume 3 is full", fault_id=fault_id
             )
-        )
+            for fault_id in fault_ids
+        ],
+    )
     assert len({answer.fault.id for answer in answers}) == 1
     rows = galera.query(
         3,
