@@ -23,6 +23,9 @@ def fault_message(fault: StoredFault) -> fault_pb2.Fault:
         request_id=fault.request_id,
         global_request_id=fault.global_request_id,
         trace_id=fault.trace_id,
+        fingerprint=fault.fingerprint,
+        occurrence_count=fault.occurrence_count,
+        last_occur_time=timestamp(fault.last_occurred),
     )
 
 

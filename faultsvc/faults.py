@@ -23,6 +23,7 @@ DETAILS_MAX_BYTES = 65_535
 LABEL_MAX_CHARS = 255  # source and host
 REQUEST_ID_MAX_CHARS = 64  # OpenStack's `req-<uuid>` is 40
 TRACE_ID_CHARS = 32  # W3C Trace Context: 16 bytes in lowercase hex
+CALLER_FINGERPRINT_MAX_CHARS = 255
 TRUNCATION_MARKER = "... [truncated]"
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 EARLIEST_OCCUR_TIME = datetime(1970, 1, 1)
@@ -43,17 +44,32 @@ class Fault:
     request_id: str
     global_request_id: str
     trace_id: str
+    # Faults of an instance with one fingerprint are one fault that repeats
+    # (see faultsvc.fingerprints).
+    fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)
 class StoredFault(Fault):
-    """A fault as stored: what storage adds is when its row was last written."""
+    """A fault as stored: its first occurrence's id and date, its latest's text.
 
+    Storage adds how many times it occurred, when it last did, and when its
+    row was last written.
+    """
+
+    occurrence_count: int
+    last_occurred: datetime
     updated: datetime
 
     @classmethod
     def of(cls, fault: Fault, updated: datetime) -> Self:
-        return cls(**_values(fault, FAULT_FIELDS), updated=updated)
+        """The fault as stored when it first occurs."""
+        return cls(
+            **_values(fault, FAULT_FIELDS),
+            occurrence_count=1,
+            last_occurred=fault.created,
+            updated=updated,
+        )
 
     @classmethod
     def from_row(cls, row: Any) -> Self:
@@ -76,9 +92,9 @@ def _values(fault: Fault, of_fields: tuple[Field[Any], ...]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """A position in an instance's history, newest first: the (created, id) of a fault."""
+    """A position in an instance's history, newest first: the (last_occurred, id) of a fault."""
 
-    created: datetime
+    last_occurred: datetime
     id: str
 
 
@@ -172,6 +188,16 @@ def trace_id_of_traceparent(header: str) -> str:
         return ""
     trace_id = parts[1]
     return trace_id if is_trace_id(trace_id) else ""
+
+
+def check_caller_fingerprint(value: str) -> str:
+    """A caller's own fingerprint: any text up to a bound; empty when it has none."""
+    if len(value) > CALLER_FINGERPRINT_MAX_CHARS:
+        raise InvalidArgument.field(
+            "fingerprint",
+            f"must be at most {CALLER_FINGERPRINT_MAX_CHARS} characters, got {len(value)}",
+        )
+    return value
 
 
 def check_occur_time(occurred: datetime, now: datetime) -> datetime:

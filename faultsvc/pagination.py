@@ -26,7 +26,7 @@ def page_size(requested: int) -> int:
 
 def encode_page_token(scope: str, cursor: Cursor) -> str:
     """A token for the page after `cursor` of what `scope` names."""
-    payload = json.dumps([scope, cursor.created.isoformat(), cursor.id])
+    payload = json.dumps([scope, cursor.last_occurred.isoformat(), cursor.id])
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
@@ -39,9 +39,9 @@ def decode_page_token(token: str, scope: str, scope_field: str = "instance_id") 
         return None
     try:
         padded = token + "=" * (-len(token) % 4)
-        owner, created, fault_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        cursor = Cursor(created=datetime.fromisoformat(created), id=str(fault_id))
-        if cursor.created.tzinfo is not None:
+        owner, last_occurred, fault_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        cursor = Cursor(last_occurred=datetime.fromisoformat(last_occurred), id=str(fault_id))
+        if cursor.last_occurred.tzinfo is not None:
             raise ValueError("cursor dates are naive UTC")
     # RecursionError: a forged token of deeply nested JSON arrays.
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, RecursionError):

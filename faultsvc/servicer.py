@@ -17,6 +17,7 @@ from faultsvc.faults import (
     Fault,
     StoredFault,
 )
+from faultsvc.fingerprints import fingerprint_of
 from faultsvc.policy.redaction import stripping_admin_only
 from faultsvc.policy.scrub import Scrubber
 from faultsvc.storage.store import FaultStore
@@ -140,7 +141,7 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
         if len(page) == len(rows):
             return messages, ""
         last = page[-1]
-        return messages, pagination.encode_page_token(scope, Cursor(last.created, last.id))
+        return messages, pagination.encode_page_token(scope, Cursor(last.last_occurred, last.id))
 
     def _within_budget(
         self, faults_: list[StoredFault]
@@ -193,7 +194,9 @@ def new_fault_from(
     the cut into what is kept. The ids are not text but keys to search logs
     with: they are checked, not scrubbed or cut. A request without a trace id
     takes the one of the call's `traceparent`, if valid (a malformed header
-    is the caller's tracing, not its fault: it is ignored).
+    is the caller's tracing, not its fault: it is ignored). The fingerprint
+    is made from the stored message and the details as sent, whole: a cut
+    could drop the frames that tell two faults apart.
     """
     scrub = scrubber.scrub
     now = faults.utc_now()
@@ -204,22 +207,33 @@ def new_fault_from(
         except (ValueError, OverflowError):
             raise InvalidArgument.field("occur_time", "is not a valid timestamp") from None
         created = faults.check_occur_time(occurred, now)
-    message = faults.check_not_blank(request.message, "message")
+    instance_id = faults.check_instance_id(request.instance_id)
+    message = faults.truncate_chars(
+        scrub(faults.check_not_blank(request.message, "message")), MESSAGE_MAX_CHARS
+    )
+    source = faults.truncate_chars(scrub(request.source), LABEL_MAX_CHARS)
     return Fault(
         id=(
             faults.parse_fault_id(request.fault_id)
             if request.HasField("fault_id")
             else faults.new_fault_id()
         ),
-        instance_id=faults.check_instance_id(request.instance_id),
-        message=faults.truncate_chars(scrub(message), MESSAGE_MAX_CHARS),
+        instance_id=instance_id,
+        message=message,
         details=faults.truncate_details(scrub(request.details), DETAILS_MAX_BYTES),
-        source=faults.truncate_chars(scrub(request.source), LABEL_MAX_CHARS),
+        source=source,
         host=faults.truncate_chars(scrub(request.host), LABEL_MAX_CHARS),
         created=created,
         request_id=faults.check_request_id(request.request_id, "request_id"),
         global_request_id=faults.check_request_id(request.global_request_id, "global_request_id"),
         trace_id=(
             faults.check_trace_id(request.trace_id) or faults.trace_id_of_traceparent(traceparent)
+        ),
+        fingerprint=fingerprint_of(
+            instance_id,
+            source,
+            message,
+            request.details,
+            faults.check_caller_fingerprint(request.fingerprint),
         ),
     )

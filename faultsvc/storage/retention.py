@@ -1,7 +1,7 @@
 """Keeping each instance's history bounded: the faults beyond its newest N are soft-deleted.
 
 This runs from `faultsvc db purge`, never on the write path: RecordFault
-stays one INSERT whatever the cap. Each transaction touches at most
+stays a few statements per batch whatever the cap. Each transaction touches at most
 `batch_size` rows, so a large backlog never holds long locks or a huge undo
 log; capped faults are cleared as ClearFaults clears them (deleted_at now),
 and a later purge hard-deletes them like any other cleared fault.
@@ -15,17 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from faultsvc.faults import Cursor, utc_now
+from faultsvc.storage.tables import CLEARED, LIVE
 from faultsvc.storage.tables import instance_faults as faults
 from faultsvc.storage.transactions import Transactions
-
-LIVE = faults.c.deleted == sa.false()
 
 
 async def cap_history(transactions: Transactions, keep: int, batch_size: int = 1000) -> int:
     """Soft-deletes, for every instance, the live faults older than its newest `keep`.
 
     Returns how many it cleared. The newest are those that ListFaults shows
-    first (by date, then id), so GetLatestFault never changes. Faults recorded
+    first (by latest occurrence, then id), so GetLatestFault never changes. Faults recorded
     meanwhile are never cleared unless older than the `keep` newest.
     """
     if keep < 1:
@@ -69,8 +68,8 @@ async def _cap_instance(
     if oldest_kept is None:
         return 0
     older = sa.or_(
-        faults.c.created < oldest_kept.created,
-        sa.and_(faults.c.created == oldest_kept.created, faults.c.id < oldest_kept.id),
+        faults.c.last_occurred < oldest_kept.last_occurred,
+        sa.and_(faults.c.last_occurred == oldest_kept.last_occurred, faults.c.id < oldest_kept.id),
     )
 
     async def cap_batch(connection: AsyncConnection, _attempt: int) -> tuple[int, int]:
@@ -88,7 +87,7 @@ async def _cap_instance(
         result = await connection.execute(
             sa.update(faults)
             .where(faults.c.id.in_(ids), LIVE)
-            .values(deleted=True, deleted_at=now, updated=now)
+            .values(**CLEARED, deleted_at=now, updated=now)
         )
         return len(ids), result.rowcount
 
@@ -103,15 +102,15 @@ async def _cap_instance(
 async def _oldest_kept(transactions: Transactions, instance_id: str, keep: int) -> Cursor | None:
     """The `keep`-th newest live fault of the instance, None when it has no more than that."""
     query = (
-        sa.select(faults.c.created, faults.c.id)
+        sa.select(faults.c.last_occurred, faults.c.id)
         .where(faults.c.instance_id == instance_id, LIVE)
-        .order_by(faults.c.created.desc(), faults.c.id.desc())
+        .order_by(faults.c.last_occurred.desc(), faults.c.id.desc())
         .offset(keep - 1)
         .limit(1)
     )
 
     async def read(connection: AsyncConnection, _attempt: int) -> Cursor | None:
         row = (await connection.execute(query)).first()
-        return None if row is None else Cursor(created=row.created, id=row.id)
+        return None if row is None else Cursor(last_occurred=row.last_occurred, id=row.id)
 
     return await transactions.run(read)

@@ -1,6 +1,7 @@
 """The one way into storage: faults recorded, read and cleared, in as few round trips as possible.
 
-Concurrent RecordFault calls share one INSERT and one COMMIT (group commit),
+Concurrent RecordFault calls share a few statements and one COMMIT (group
+commit: one multi-row upsert of their faults, one insert of their occurrences),
 and concurrent GetLatestFault calls one SELECT (coalesced reads): the store
 owns the batchers that gather them, so callers see only `record` and `latest`.
 """
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from faultsvc.errors import AlreadyExists, FaultServiceError
@@ -22,8 +24,10 @@ from faultsvc.metrics import Metrics
 from faultsvc.storage import retention
 from faultsvc.storage.batching import Batcher, BatchFunction
 from faultsvc.storage.failover import DatabaseEndpoints
+from faultsvc.storage.tables import CLEARED, LIVE
+from faultsvc.storage.tables import fault_occurrences as occurrences
 from faultsvc.storage.tables import instance_faults as faults
-from faultsvc.storage.transactions import Transactions
+from faultsvc.storage.transactions import Transactions, Work
 
 WRITE_BATCH_MAX = 500
 READ_BATCH_MAX = 1000
@@ -36,14 +40,82 @@ BASIC_COLUMNS = tuple(
     sa.literal("", sa.Text).label("details") if column is faults.c.details else column
     for column in FAULT_COLUMNS
 )
-LIVE = faults.c.deleted == sa.false()
 
 # The statements are built once: SQLAlchemy then compiles each once per dialect
 # and finds it in its cache by identity on every call.
-INSERT_FAULTS = sa.insert(faults)
-FAULTS_BY_ID = sa.select(*FAULT_COLUMNS).where(faults.c.id.in_(sa.bindparam("ids", expanding=True)))
+INSERT_OCCURRENCES = sa.insert(occurrences)
+_IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
+# The faults that occurrences were counted into, by occurrence id. A fault's
+# own id is its first occurrence's, found even when its occurrence row is gone
+# (purged, or never written: faults stored before repeats were grouped).
+FAULTS_BY_OCCURRENCE_ID = sa.union_all(
+    sa.select(occurrences.c.id.label("occurrence_id"), *FAULT_COLUMNS)
+    .join(faults, faults.c.id == occurrences.c.fault_id)
+    .where(occurrences.c.id.in_(_IDS)),
+    sa.select(faults.c.id.label("occurrence_id"), *FAULT_COLUMNS).where(faults.c.id.in_(_IDS)),
+)
+# Live faults by fingerprint: a superset of those asked for, sorted out by the caller.
+LIVE_FAULTS_BY_FINGERPRINT = sa.select(*FAULT_COLUMNS).where(
+    faults.c.instance_id.in_(sa.bindparam("instance_ids", expanding=True)),
+    faults.c.live_fingerprint.in_(sa.bindparam("fingerprints", expanding=True)),
+)
+
+
+# What a fault shows of its latest occurrence.
+LATEST_OCCURRENCE_COLUMNS = (
+    "message",
+    "details",
+    "source",
+    "host",
+    "request_id",
+    "global_request_id",
+    "trace_id",
+)
+
+
+def _upsert_faults() -> dict[str, sa.Insert]:
+    """Per dialect: insert a fault, or count another occurrence into its live namesake.
+
+    The occurrence's text (message, details, host, ids) replaces the fault's
+    only when it is the latest occurrence: a late report of an older one
+    (a reporter that buffered through an outage) counts, and may move the
+    first occurrence earlier, but leaves the text as it is.
+    """
+    mysql_insert = mysql.insert(faults)
+    sqlite_insert = sqlite.insert(faults)
+    upserts: dict[str, sa.Insert] = {}
+    for dialect, new in (("mysql", mysql_insert.inserted), ("sqlite", sqlite_insert.excluded)):
+        latest = new.last_occurred >= faults.c.last_occurred
+        changes: list[tuple[str, Any]] = [
+            (name, sa.case((latest, new[name]), else_=faults.c[name]))
+            for name in LATEST_OCCURRENCE_COLUMNS
+        ]
+        changes += [
+            (
+                "created",
+                sa.case((new.created < faults.c.created, new.created), else_=faults.c.created),
+            ),
+            # A literal, not a parameter: the driver makes one multi-row
+            # statement of the batch only when the rows hold every parameter.
+            ("occurrence_count", faults.c.occurrence_count + sa.literal_column("1")),
+            ("updated", new.updated),
+            # Last: MySQL assigns in order, and the ones above compare with the old value.
+            ("last_occurred", sa.case((latest, new.last_occurred), else_=faults.c.last_occurred)),
+        ]
+        if dialect == "mysql":
+            upserts[dialect] = mysql_insert.on_duplicate_key_update(changes)
+        else:
+            upserts[dialect] = sqlite_insert.on_conflict_do_update(
+                index_elements=[faults.c.instance_id, faults.c.live_fingerprint],
+                set_=dict(changes),
+            )
+    upserts["mariadb"] = upserts["mysql"]
+    return upserts
+
+
+UPSERT_FAULTS = _upsert_faults()
 _NEWEST = (
-    sa.select(faults.c.instance_id, sa.func.max(faults.c.created).label("created"))
+    sa.select(faults.c.instance_id, sa.func.max(faults.c.last_occurred).label("last_occurred"))
     .where(faults.c.instance_id.in_(sa.bindparam("instance_ids", expanding=True)), LIVE)
     .group_by(faults.c.instance_id)
     .subquery("newest")
@@ -55,7 +127,7 @@ def _latest_faults(columns: Sequence[sa.ColumnElement[Any]]) -> sa.Select[Any]:
         _NEWEST,
         sa.and_(
             faults.c.instance_id == _NEWEST.c.instance_id,
-            faults.c.created == _NEWEST.c.created,
+            faults.c.last_occurred == _NEWEST.c.last_occurred,
             LIVE,
         ),
     )
@@ -65,18 +137,18 @@ def _history_pages(columns: Sequence[sa.ColumnElement[Any]]) -> tuple[sa.Select[
     first_page = (
         sa.select(*columns)
         .where(faults.c.instance_id == sa.bindparam("instance_id"), LIVE)
-        .order_by(faults.c.created.desc(), faults.c.id.desc())
+        .order_by(faults.c.last_occurred.desc(), faults.c.id.desc())
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
-    next_page = first_page.where(_older_than(sa.bindparam("created"), sa.bindparam("id")))
+    next_page = first_page.where(_older_than(sa.bindparam("last_occurred"), sa.bindparam("id")))
     return first_page, next_page
 
 
-def _older_than(created: Any, fault_id: Any) -> sa.ColumnElement[bool]:
-    """Faults after (created, id) in the newest-first order of histories and searches."""
+def _older_than(last_occurred: Any, fault_id: Any) -> sa.ColumnElement[bool]:
+    """Faults after (last occurrence, id) in the order of histories and searches."""
     return sa.or_(
-        faults.c.created < created,
-        sa.and_(faults.c.created == created, faults.c.id < fault_id),
+        faults.c.last_occurred < last_occurred,
+        sa.and_(faults.c.last_occurred == last_occurred, faults.c.id < fault_id),
     )
 
 
@@ -182,15 +254,20 @@ class FaultStore:
     async def record_batch(
         self, batch: Sequence[Recording]
     ) -> list[StoredFault | FaultServiceError]:
-        """Stores a batch in one multi-row INSERT and one COMMIT.
+        """Stores a batch in a few statements and one COMMIT.
 
-        Returns, in order, each fault as stored, or the error of that fault
-        alone (see `record`).
+        A fault whose fingerprint matches a live fault of its instance is
+        counted as another occurrence of that fault. Returns, in order, the
+        fault each was stored as, or the error of that fault alone (see
+        `record`).
 
-        A batch is written again after a conflict (a caller-made id inserted
-        by another server between our check and our insert) or a commit whose
-        outcome is unknown. Every id of the batch, the ones this server made
-        too, is then looked up first, so no fault is ever stored twice.
+        Every occurrence is written with its id (the fault's, made by the
+        caller or the server), so a retry is found and not counted twice. A
+        batch is written again after a conflict (a concurrent write of one of
+        its ids or fingerprints, which the unique keys turn into a rollback) or
+        a commit whose outcome is unknown. Every id of the batch, the ones this
+        server made too, is then looked up first, so no occurrence is ever
+        counted twice.
         """
         return await self._transactions.run(
             lambda connection, attempt: self._record(connection, batch, retry=attempt > 1)
@@ -200,24 +277,56 @@ class FaultStore:
         self, connection: AsyncConnection, batch: Sequence[Recording], *, retry: bool
     ) -> list[StoredFault | FaultServiceError]:
         now = utc_now()
-        existing = await self._stored_by_id(
+        recorded = await self._recorded_occurrences(
             connection, {fault.id for fault, caller_made_id in batch if caller_made_id or retry}
         )
-        results: list[StoredFault | FaultServiceError] = []
-        rows = []
+        new: dict[str, Fault] = {}
         for fault, _ in batch:
-            stored = existing.get(fault.id)
-            if stored is None:
-                stored = existing[fault.id] = StoredFault.of(fault, updated=now)
-                rows.append(stored.as_row())
-            results.append(
-                stored
-                if stored.instance_id == fault.instance_id
-                else AlreadyExists(f"fault_id {fault.id} belongs to another instance")
-            )
-        if rows:
-            await connection.execute(INSERT_FAULTS, rows)
-        return results
+            if fault.id not in recorded:
+                new.setdefault(fault.id, fault)
+        if new:
+            recorded |= await self._count_occurrences(connection, list(new.values()), now)
+        return [
+            stored
+            if (stored := recorded[fault.id]).instance_id == fault.instance_id
+            else AlreadyExists(f"fault_id {fault.id} belongs to another instance")
+            for fault, _ in batch
+        ]
+
+    async def _count_occurrences(
+        self, connection: AsyncConnection, new: list[Fault], now: datetime
+    ) -> dict[str, StoredFault]:
+        """Inserts or counts each occurrence into its fault; returns the faults by occurrence id.
+
+        Three statements, whatever the batch: the faults upserted, read back,
+        and the occurrences inserted. Rows go in (instance, fingerprint) order,
+        so that concurrent batches lock them in one order and do not deadlock.
+        """
+        new.sort(key=lambda fault: (fault.instance_id, fault.fingerprint))
+        rows = [
+            StoredFault.of(fault, updated=now).as_row() | {"live_fingerprint": fault.fingerprint}
+            for fault in new
+        ]
+        await connection.execute(UPSERT_FAULTS[connection.dialect.name], rows)
+        live = await connection.execute(
+            LIVE_FAULTS_BY_FINGERPRINT,
+            {
+                "instance_ids": list({fault.instance_id for fault in new}),
+                "fingerprints": list({fault.fingerprint for fault in new}),
+            },
+        )
+        by_fingerprint = {
+            (row.instance_id, row.fingerprint): StoredFault.from_row(row) for row in live
+        }
+        counted = {fault.id: by_fingerprint[fault.instance_id, fault.fingerprint] for fault in new}
+        await connection.execute(
+            INSERT_OCCURRENCES,
+            [
+                {"id": fault.id, "fault_id": counted[fault.id].id, "occurred": fault.created}
+                for fault in new
+            ],
+        )
+        return counted
 
     async def _record_each(
         self, batch: Sequence[Recording]
@@ -228,13 +337,18 @@ class FaultStore:
             self._metrics.count_recorded(r.source for r in results if isinstance(r, StoredFault))
         return results
 
-    async def _stored_by_id(
+    async def _recorded_occurrences(
         self, connection: AsyncConnection, ids: Collection[str]
     ) -> dict[str, StoredFault]:
+        """The faults that occurrences already recorded were counted into, by occurrence id."""
         if not ids:
             return {}
-        result = await connection.execute(FAULTS_BY_ID, {"ids": list(ids)})
-        return {row.id: StoredFault.from_row(row) for row in result}
+        recorded = {}
+        for row in await connection.execute(FAULTS_BY_OCCURRENCE_ID, {"ids": list(ids)}):
+            fault = dict(row._mapping)
+            occurrence_id = fault.pop("occurrence_id")
+            recorded[occurrence_id] = StoredFault(**fault)
+        return recorded
 
     async def latest_many(
         self, instance_ids: Collection[str], *, with_details: bool = True
@@ -244,7 +358,7 @@ class FaultStore:
         Without details, they stay in the database and the faults hold "".
 
         The inner query finds each instance's newest date from the index
-        (instance_id, deleted, created) alone; the join fetches those rows. Two
+        (instance_id, deleted, last_occurred) alone; the join fetches those rows. Two
         faults of one instance in the same microsecond both come back, and the
         greater id wins, as in the history's order.
         """
@@ -287,7 +401,7 @@ class FaultStore:
         query = first_page if after is None else next_page
         parameters: dict[str, object] = {"instance_id": instance_id, "limit": limit}
         if after is not None:
-            parameters |= {"created": after.created, "id": after.id}
+            parameters |= {"last_occurred": after.last_occurred, "id": after.id}
 
         async def read(connection: AsyncConnection, _attempt: int) -> list[StoredFault]:
             rows = await connection.execute(query, parameters)
@@ -310,11 +424,11 @@ class FaultStore:
         query = (
             sa.select(*(FAULT_COLUMNS if with_details else BASIC_COLUMNS))
             .where(LIVE, *(faults.c[column] == value for column, value in criteria.items()))
-            .order_by(faults.c.created.desc(), faults.c.id.desc())
+            .order_by(faults.c.last_occurred.desc(), faults.c.id.desc())
             .limit(limit)
         )
         if after is not None:
-            query = query.where(_older_than(after.created, after.id))
+            query = query.where(_older_than(after.last_occurred, after.id))
 
         async def read(connection: AsyncConnection, _attempt: int) -> list[StoredFault]:
             return [StoredFault.from_row(row) for row in await connection.execute(query)]
@@ -333,7 +447,7 @@ class FaultStore:
             result = await connection.execute(
                 sa.update(faults)
                 .where(faults.c.instance_id == instance_id, LIVE)
-                .values(deleted=True, deleted_at=now, updated=now)
+                .values(**CLEARED, deleted_at=now, updated=now)
             )
             return result.rowcount
 
@@ -344,7 +458,12 @@ class FaultStore:
         return await retention.cap_history(self._transactions, keep, batch_size)
 
     async def purge(self, cleared_before: datetime, batch_size: int = 1000) -> int:
-        """Hard-deletes faults cleared before a date, in bounded batches; returns how many."""
+        """Hard-deletes faults cleared before a date, in bounded batches; returns how many.
+
+        Their occurrences go with them, and so do the occurrences of live
+        faults that occurred before the date: those are kept only to know a
+        retry, and a retry comes long before.
+        """
 
         async def purge_batch(connection: AsyncConnection, _attempt: int) -> int:
             ids = (
@@ -355,12 +474,33 @@ class FaultStore:
                 )
             ).all()
             if ids:
+                await connection.execute(
+                    sa.delete(occurrences).where(occurrences.c.fault_id.in_(ids))
+                )
                 await connection.execute(sa.delete(faults).where(faults.c.id.in_(ids)))
             return len(ids)
 
-        purged = 0
+        async def purge_occurrences(connection: AsyncConnection, _attempt: int) -> int:
+            ids = (
+                await connection.scalars(
+                    sa.select(occurrences.c.id)
+                    .where(occurrences.c.occurred < cleared_before)
+                    .limit(batch_size)
+                )
+            ).all()
+            if ids:
+                await connection.execute(sa.delete(occurrences).where(occurrences.c.id.in_(ids)))
+            return len(ids)
+
+        purged = await self._in_batches(purge_batch, batch_size)
+        await self._in_batches(purge_occurrences, batch_size)
+        return purged
+
+    async def _in_batches(self, work: Work[int], batch_size: int) -> int:
+        """Runs `work` in transactions until one does less than a batch; returns the sum."""
+        done = 0
         while True:
-            count = await self._transactions.run(purge_batch)
-            purged += count
+            count = await self._transactions.run(work)
+            done += count
             if count < batch_size:
-                return purged
+                return done

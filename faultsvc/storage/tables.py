@@ -1,4 +1,5 @@
-"""The `instance_faults` table: the spec's columns, plus source, host and the ids of its logs."""
+"""The `instance_faults` table (the spec's columns, plus source, host, the ids of its logs and
+what groups repeats) and `fault_occurrences`, one small row per occurrence of a fault."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from faultsvc.faults import (
     REQUEST_ID_MAX_CHARS,
     TRACE_ID_CHARS,
 )
+from faultsvc.fingerprints import FINGERPRINT_CHARS
 
 metadata = sa.MetaData()
 
@@ -37,14 +39,47 @@ instance_faults = sa.Table(
         "global_request_id", sa.String(REQUEST_ID_MAX_CHARS), nullable=False, server_default=""
     ),
     sa.Column("trace_id", sa.String(TRACE_ID_CHARS), nullable=False, server_default=""),
+    sa.Column("fingerprint", sa.String(FINGERPRINT_CHARS), nullable=False, server_default=""),
+    sa.Column("occurrence_count", sa.Integer(), nullable=False, server_default="1"),
+    sa.Column("last_occurred", UtcDateTime, nullable=False),
+    # The fingerprint while the fault is live, NULL once cleared: the unique
+    # key below then holds one live fault per fingerprint, and any number of
+    # cleared ones (MySQL has no partial indexes; NULLs never collide).
+    sa.Column("live_fingerprint", sa.String(FINGERPRINT_CHARS), nullable=True),
     # One index serves the latest-fault and the history reads; one per request
     # id serves SearchFaults, in the same order.
-    sa.Index("ix_instance_faults_instance_latest", "instance_id", "deleted", "created", "id"),
-    sa.Index("ix_instance_faults_request_id", "request_id", "deleted", "created", "id"),
     sa.Index(
-        "ix_instance_faults_global_request_id", "global_request_id", "deleted", "created", "id"
+        "ix_instance_faults_instance_last_occurred", "instance_id", "deleted", "last_occurred", "id"
+    ),
+    sa.Index("ux_instance_faults_live_fingerprint", "instance_id", "live_fingerprint", unique=True),
+    sa.Index("ix_instance_faults_request_id", "request_id", "deleted", "last_occurred", "id"),
+    sa.Index(
+        "ix_instance_faults_global_request_id",
+        "global_request_id",
+        "deleted",
+        "last_occurred",
+        "id",
     ),
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",
     mysql_engine="InnoDB",
 )
+
+# Each occurrence of a fault, by the id it was recorded with: a retry of it is
+# found here and not counted again.
+fault_occurrences = sa.Table(
+    "fault_occurrences",
+    metadata,
+    sa.Column("id", sa.String(ID_MAX_CHARS), primary_key=True),
+    sa.Column("fault_id", sa.String(ID_MAX_CHARS), nullable=False),
+    sa.Column("occurred", UtcDateTime, nullable=False),
+    sa.Index("ix_fault_occurrences_fault_id", "fault_id"),
+    sa.Index("ix_fault_occurrences_occurred", "occurred"),
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+    mysql_engine="InnoDB",
+)
+
+# A fault not cleared; and what clearing sets: a cleared fault is not counted into.
+LIVE = instance_faults.c.deleted == sa.false()
+CLEARED = {"deleted": True, "live_fingerprint": None}

@@ -26,7 +26,7 @@ from faultsvc.v1 import options_pb2 as faultsvc_dot_v1_dot_options__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x61ultsvc/v1/fault.proto\x12\x0b\x66\x61ultsvc.v1\x1a\x19\x66\x61ultsvc/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n\x05\x46\x61ult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x15\n\x07\x64\x65tails\x18\x04 \x01(\tB\x04\x88\xb5\x18\x01\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x12\n\x04host\x18\x08 \x01(\tB\x04\x88\xb5\x18\x01\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x19\n\x11global_request_id\x18\n \x01(\t\x12\x16\n\x08trace_id\x18\x0b \x01(\tB\x04\x88\xb5\x18\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x61ultsvc/v1/fault.proto\x12\x0b\x66\x61ultsvc.v1\x1a\x19\x66\x61ultsvc/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x03\n\x05\x46\x61ult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x15\n\x07\x64\x65tails\x18\x04 \x01(\tB\x04\x88\xb5\x18\x01\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x12\n\x04host\x18\x08 \x01(\tB\x04\x88\xb5\x18\x01\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x19\n\x11global_request_id\x18\n \x01(\t\x12\x16\n\x08trace_id\x18\x0b \x01(\tB\x04\x88\xb5\x18\x01\x12\x13\n\x0b\x66ingerprint\x18\x0c \x01(\t\x12\x18\n\x10occurrence_count\x18\r \x01(\x03\x12\x33\n\x0flast_occur_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,5 +40,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FAULT'].fields_by_name['trace_id']._loaded_options = None
   _globals['_FAULT'].fields_by_name['trace_id']._serialized_options = b'\210\265\030\001'
   _globals['_FAULT']._serialized_start=101
-  _globals['_FAULT']._serialized_end=386
+  _globals['_FAULT']._serialized_end=486
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,9 @@ class Fault(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     GLOBAL_REQUEST_ID_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    OCCURRENCE_COUNT_FIELD_NUMBER: _builtins.int
+    LAST_OCCUR_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The fault's id: a time-ordered UUID, made by the server or by the
     reporter that recorded it.
@@ -68,13 +71,29 @@ class Fault(_message.Message):
     """The W3C trace id of the trace the error happened in: 32 lowercase hex
     digits; empty when unknown. Only admins receive it.
     """
+    fingerprint: _builtins.str
+    """What makes repeats of the error one fault: a SHA-256 in hex of the
+    instance, the source and the traceback's code path (or the normalised
+    message), or of the caller's own fingerprint. Empty for faults stored
+    before repeats were grouped.
+    """
+    occurrence_count: _builtins.int
+    """How many times the error happened while the fault was not cleared. The
+    message, details, host and ids are those of its latest occurrence.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the error happened (the fault's date)."""
+        """When the error first happened: the fault's first occurrence."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the fault was last written."""
+
+    @_builtins.property
+    def last_occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the error last happened: the fault's date, which orders the history
+        and decides which fault is the latest.
+        """
 
     def __init__(
         self,
@@ -90,10 +109,13 @@ class Fault(_message.Message):
         request_id: _builtins.str = ...,
         global_request_id: _builtins.str = ...,
         trace_id: _builtins.str = ...,
+        fingerprint: _builtins.str = ...,
+        occurrence_count: _builtins.int = ...,
+        last_occur_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_occur_time", b"last_occur_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "details", b"details", "global_request_id", b"global_request_id", "host", b"host", "id", b"id", "instance_id", b"instance_id", "message", b"message", "request_id", b"request_id", "source", b"source", "trace_id", b"trace_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "details", b"details", "fingerprint", b"fingerprint", "global_request_id", b"global_request_id", "host", b"host", "id", b"id", "instance_id", b"instance_id", "last_occur_time", b"last_occur_time", "message", b"message", "occurrence_count", b"occurrence_count", "request_id", b"request_id", "source", b"source", "trace_id", b"trace_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

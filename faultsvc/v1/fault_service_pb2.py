@@ -26,39 +26,39 @@ from faultsvc.v1 import fault_pb2 as faultsvc_dot_v1_dot_fault__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x61ultsvc/v1/fault_service.proto\x12\x0b\x66\x61ultsvc.v1\x1a\x17\x66\x61ultsvc/v1/fault.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x01\n\x12RecordFaultRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x15\n\x08\x66\x61ult_id\x18\x06 \x01(\tH\x00\x88\x01\x01\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x19\n\x11global_request_id\x18\t \x01(\t\x12\x10\n\x08trace_id\x18\n \x01(\tB\x0b\n\t_fault_id\"8\n\x13RecordFaultResponse\x12!\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x12.faultsvc.v1.Fault\"R\n\x15GetLatestFaultRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12$\n\x04view\x18\x02 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\";\n\x16GetLatestFaultResponse\x12!\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x12.faultsvc.v1.Fault\"Y\n\x1b\x42\x61tchGetLatestFaultsRequest\x12\x14\n\x0cinstance_ids\x18\x01 \x03(\t\x12$\n\x04view\x18\x02 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"B\n\x1c\x42\x61tchGetLatestFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\"u\n\x11ListFaultsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12$\n\x04view\x18\x04 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"Q\n\x12ListFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x12\x43learFaultsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\",\n\x13\x43learFaultsResponse\x12\x15\n\rcleared_count\x18\x01 \x01(\x03\"r\n\x13SearchFaultsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12$\n\x04view\x18\x04 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"S\n\x14SearchFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*R\n\tFaultView\x12\x1a\n\x16\x46\x41ULT_VIEW_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46\x41ULT_VIEW_BASIC\x10\x01\x12\x13\n\x0f\x46\x41ULT_VIEW_FULL\x10\x02\x32\x9e\x04\n\x0c\x46\x61ultService\x12P\n\x0bRecordFault\x12\x1f.faultsvc.v1.RecordFaultRequest\x1a .faultsvc.v1.RecordFaultResponse\x12Y\n\x0eGetLatestFault\x12\".faultsvc.v1.GetLatestFaultRequest\x1a#.faultsvc.v1.GetLatestFaultResponse\x12k\n\x14\x42\x61tchGetLatestFaults\x12(.faultsvc.v1.BatchGetLatestFaultsRequest\x1a).faultsvc.v1.BatchGetLatestFaultsResponse\x12M\n\nListFaults\x12\x1e.faultsvc.v1.ListFaultsRequest\x1a\x1f.faultsvc.v1.ListFaultsResponse\x12P\n\x0b\x43learFaults\x12\x1f.faultsvc.v1.ClearFaultsRequest\x1a .faultsvc.v1.ClearFaultsResponse\x12S\n\x0cSearchFaults\x12 .faultsvc.v1.SearchFaultsRequest\x1a!.faultsvc.v1.SearchFaultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x61ultsvc/v1/fault_service.proto\x12\x0b\x66\x61ultsvc.v1\x1a\x17\x66\x61ultsvc/v1/fault.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n\x12RecordFaultRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x15\n\x08\x66\x61ult_id\x18\x06 \x01(\tH\x00\x88\x01\x01\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x19\n\x11global_request_id\x18\t \x01(\t\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x0b \x01(\tB\x0b\n\t_fault_id\"8\n\x13RecordFaultResponse\x12!\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x12.faultsvc.v1.Fault\"R\n\x15GetLatestFaultRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12$\n\x04view\x18\x02 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\";\n\x16GetLatestFaultResponse\x12!\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x12.faultsvc.v1.Fault\"Y\n\x1b\x42\x61tchGetLatestFaultsRequest\x12\x14\n\x0cinstance_ids\x18\x01 \x03(\t\x12$\n\x04view\x18\x02 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"B\n\x1c\x42\x61tchGetLatestFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\"u\n\x11ListFaultsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12$\n\x04view\x18\x04 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"Q\n\x12ListFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x12\x43learFaultsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\",\n\x13\x43learFaultsResponse\x12\x15\n\rcleared_count\x18\x01 \x01(\x03\"r\n\x13SearchFaultsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12$\n\x04view\x18\x04 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"S\n\x14SearchFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*R\n\tFaultView\x12\x1a\n\x16\x46\x41ULT_VIEW_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46\x41ULT_VIEW_BASIC\x10\x01\x12\x13\n\x0f\x46\x41ULT_VIEW_FULL\x10\x02\x32\x9e\x04\n\x0c\x46\x61ultService\x12P\n\x0bRecordFault\x12\x1f.faultsvc.v1.RecordFaultRequest\x1a .faultsvc.v1.RecordFaultResponse\x12Y\n\x0eGetLatestFault\x12\".faultsvc.v1.GetLatestFaultRequest\x1a#.faultsvc.v1.GetLatestFaultResponse\x12k\n\x14\x42\x61tchGetLatestFaults\x12(.faultsvc.v1.BatchGetLatestFaultsRequest\x1a).faultsvc.v1.BatchGetLatestFaultsResponse\x12M\n\nListFaults\x12\x1e.faultsvc.v1.ListFaultsRequest\x1a\x1f.faultsvc.v1.ListFaultsResponse\x12P\n\x0b\x43learFaults\x12\x1f.faultsvc.v1.ClearFaultsRequest\x1a .faultsvc.v1.ClearFaultsResponse\x12S\n\x0cSearchFaults\x12 .faultsvc.v1.SearchFaultsRequest\x1a!.faultsvc.v1.SearchFaultsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'faultsvc.v1.fault_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FAULTVIEW']._serialized_start=1217
-  _globals['_FAULTVIEW']._serialized_end=1299
+  _globals['_FAULTVIEW']._serialized_start=1238
+  _globals['_FAULTVIEW']._serialized_end=1320
   _globals['_RECORDFAULTREQUEST']._serialized_start=107
-  _globals['_RECORDFAULTREQUEST']._serialized_end=361
-  _globals['_RECORDFAULTRESPONSE']._serialized_start=363
-  _globals['_RECORDFAULTRESPONSE']._serialized_end=419
-  _globals['_GETLATESTFAULTREQUEST']._serialized_start=421
-  _globals['_GETLATESTFAULTREQUEST']._serialized_end=503
-  _globals['_GETLATESTFAULTRESPONSE']._serialized_start=505
-  _globals['_GETLATESTFAULTRESPONSE']._serialized_end=564
-  _globals['_BATCHGETLATESTFAULTSREQUEST']._serialized_start=566
-  _globals['_BATCHGETLATESTFAULTSREQUEST']._serialized_end=655
-  _globals['_BATCHGETLATESTFAULTSRESPONSE']._serialized_start=657
-  _globals['_BATCHGETLATESTFAULTSRESPONSE']._serialized_end=723
-  _globals['_LISTFAULTSREQUEST']._serialized_start=725
-  _globals['_LISTFAULTSREQUEST']._serialized_end=842
-  _globals['_LISTFAULTSRESPONSE']._serialized_start=844
-  _globals['_LISTFAULTSRESPONSE']._serialized_end=925
-  _globals['_CLEARFAULTSREQUEST']._serialized_start=927
-  _globals['_CLEARFAULTSREQUEST']._serialized_end=968
-  _globals['_CLEARFAULTSRESPONSE']._serialized_start=970
-  _globals['_CLEARFAULTSRESPONSE']._serialized_end=1014
-  _globals['_SEARCHFAULTSREQUEST']._serialized_start=1016
-  _globals['_SEARCHFAULTSREQUEST']._serialized_end=1130
-  _globals['_SEARCHFAULTSRESPONSE']._serialized_start=1132
-  _globals['_SEARCHFAULTSRESPONSE']._serialized_end=1215
-  _globals['_FAULTSERVICE']._serialized_start=1302
-  _globals['_FAULTSERVICE']._serialized_end=1844
+  _globals['_RECORDFAULTREQUEST']._serialized_end=382
+  _globals['_RECORDFAULTRESPONSE']._serialized_start=384
+  _globals['_RECORDFAULTRESPONSE']._serialized_end=440
+  _globals['_GETLATESTFAULTREQUEST']._serialized_start=442
+  _globals['_GETLATESTFAULTREQUEST']._serialized_end=524
+  _globals['_GETLATESTFAULTRESPONSE']._serialized_start=526
+  _globals['_GETLATESTFAULTRESPONSE']._serialized_end=585
+  _globals['_BATCHGETLATESTFAULTSREQUEST']._serialized_start=587
+  _globals['_BATCHGETLATESTFAULTSREQUEST']._serialized_end=676
+  _globals['_BATCHGETLATESTFAULTSRESPONSE']._serialized_start=678
+  _globals['_BATCHGETLATESTFAULTSRESPONSE']._serialized_end=744
+  _globals['_LISTFAULTSREQUEST']._serialized_start=746
+  _globals['_LISTFAULTSREQUEST']._serialized_end=863
+  _globals['_LISTFAULTSRESPONSE']._serialized_start=865
+  _globals['_LISTFAULTSRESPONSE']._serialized_end=946
+  _globals['_CLEARFAULTSREQUEST']._serialized_start=948
+  _globals['_CLEARFAULTSREQUEST']._serialized_end=989
+  _globals['_CLEARFAULTSRESPONSE']._serialized_start=991
+  _globals['_CLEARFAULTSRESPONSE']._serialized_end=1035
+  _globals['_SEARCHFAULTSREQUEST']._serialized_start=1037
+  _globals['_SEARCHFAULTSREQUEST']._serialized_end=1151
+  _globals['_SEARCHFAULTSRESPONSE']._serialized_start=1153
+  _globals['_SEARCHFAULTSRESPONSE']._serialized_end=1236
+  _globals['_FAULTSERVICE']._serialized_start=1323
+  _globals['_FAULTSERVICE']._serialized_end=1865
 # @@protoc_insertion_point(module_scope)

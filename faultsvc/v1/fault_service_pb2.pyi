@@ -65,6 +65,7 @@ class RecordFaultRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     GLOBAL_REQUEST_ID_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """Required. The instance the fault happened to, at most 64 characters."""
     message: _builtins.str
@@ -98,6 +99,11 @@ class RecordFaultRequest(_message.Message):
     digits, not all zero; otherwise INVALID_ARGUMENT. Unset, the server takes
     it from the call's `traceparent` metadata when it holds a valid one.
     """
+    fingerprint: _builtins.str
+    """The caller's own fingerprint, at most 255 characters: faults of the
+    instance with the same one are counted as one fault, whatever their
+    text. Unset or empty, the server makes the fingerprint from the fault.
+    """
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When the error happened; unset, the time the server receives the call.
@@ -117,10 +123,11 @@ class RecordFaultRequest(_message.Message):
         request_id: _builtins.str = ...,
         global_request_id: _builtins.str = ...,
         trace_id: _builtins.str = ...,
+        fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_fault_id", b"_fault_id", "fault_id", b"fault_id", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fault_id", b"_fault_id", "details", b"details", "fault_id", b"fault_id", "global_request_id", b"global_request_id", "host", b"host", "instance_id", b"instance_id", "message", b"message", "occur_time", b"occur_time", "request_id", b"request_id", "source", b"source", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fault_id", b"_fault_id", "details", b"details", "fault_id", b"fault_id", "fingerprint", b"fingerprint", "global_request_id", b"global_request_id", "host", b"host", "instance_id", b"instance_id", "message", b"message", "occur_time", b"occur_time", "request_id", b"request_id", "source", b"source", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__fault_id: _TypeAlias = _typing.Literal["fault_id"]  # noqa: Y015
     _WhichOneofArgType__fault_id: _TypeAlias = _typing.Literal["_fault_id", b"_fault_id"]  # noqa: Y015

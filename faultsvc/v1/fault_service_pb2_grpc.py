@@ -83,15 +83,17 @@ class FaultServiceServicer:
 
     def RecordFault(self, request, context):
         """Records a fault. Acknowledged only once the fault is committed to the
-        database. Retrying with the same `fault_id` returns the stored fault and
-        writes nothing.
+        database. A fault with the fingerprint of one of the instance's faults
+        that is not cleared counts as another occurrence of it, and the response
+        holds that fault. Retrying with the same `fault_id` returns the stored
+        fault and writes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetLatestFault(self, request, context):
-        """Returns the newest fault of an instance that has not been cleared.
+        """Returns the fault of an instance, not cleared, that occurred last.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,7 +107,8 @@ class FaultServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListFaults(self, request, context):
-        """Lists the faults of an instance, newest first, a page at a time.
+        """Lists the faults of an instance, the one that occurred last first, a
+        page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

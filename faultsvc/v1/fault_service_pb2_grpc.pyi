@@ -41,15 +41,19 @@ class FaultServiceStub:
     def __new__(cls, channel: _aio.Channel) -> FaultServiceAsyncStub: ...
     RecordFault: _grpc.UnaryUnaryMultiCallable[_fault_service_pb2.RecordFaultRequest, _fault_service_pb2.RecordFaultResponse]
     """Records a fault. Acknowledged only once the fault is committed to the
-    database. Retrying with the same `fault_id` returns the stored fault and
-    writes nothing.
+    database. A fault with the fingerprint of one of the instance's faults
+    that is not cleared counts as another occurrence of it, and the response
+    holds that fault. Retrying with the same `fault_id` returns the stored
+    fault and writes nothing.
     """
     GetLatestFault: _grpc.UnaryUnaryMultiCallable[_fault_service_pb2.GetLatestFaultRequest, _fault_service_pb2.GetLatestFaultResponse]
-    """Returns the newest fault of an instance that has not been cleared."""
+    """Returns the fault of an instance, not cleared, that occurred last."""
     BatchGetLatestFaults: _grpc.UnaryUnaryMultiCallable[_fault_service_pb2.BatchGetLatestFaultsRequest, _fault_service_pb2.BatchGetLatestFaultsResponse]
     """Returns the latest fault of each of up to 1,000 instances at once."""
     ListFaults: _grpc.UnaryUnaryMultiCallable[_fault_service_pb2.ListFaultsRequest, _fault_service_pb2.ListFaultsResponse]
-    """Lists the faults of an instance, newest first, a page at a time."""
+    """Lists the faults of an instance, the one that occurred last first, a
+    page at a time.
+    """
     ClearFaults: _grpc.UnaryUnaryMultiCallable[_fault_service_pb2.ClearFaultsRequest, _fault_service_pb2.ClearFaultsResponse]
     """Clears the faults of an instance, e.g. when it is deleted or has
     recovered. Cleared faults are no longer returned.
@@ -73,15 +77,19 @@ class FaultServiceAsyncStub(FaultServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RecordFault: _aio.UnaryUnaryMultiCallable[_fault_service_pb2.RecordFaultRequest, _fault_service_pb2.RecordFaultResponse]  # type: ignore[assignment]
     """Records a fault. Acknowledged only once the fault is committed to the
-    database. Retrying with the same `fault_id` returns the stored fault and
-    writes nothing.
+    database. A fault with the fingerprint of one of the instance's faults
+    that is not cleared counts as another occurrence of it, and the response
+    holds that fault. Retrying with the same `fault_id` returns the stored
+    fault and writes nothing.
     """
     GetLatestFault: _aio.UnaryUnaryMultiCallable[_fault_service_pb2.GetLatestFaultRequest, _fault_service_pb2.GetLatestFaultResponse]  # type: ignore[assignment]
-    """Returns the newest fault of an instance that has not been cleared."""
+    """Returns the fault of an instance, not cleared, that occurred last."""
     BatchGetLatestFaults: _aio.UnaryUnaryMultiCallable[_fault_service_pb2.BatchGetLatestFaultsRequest, _fault_service_pb2.BatchGetLatestFaultsResponse]  # type: ignore[assignment]
     """Returns the latest fault of each of up to 1,000 instances at once."""
     ListFaults: _aio.UnaryUnaryMultiCallable[_fault_service_pb2.ListFaultsRequest, _fault_service_pb2.ListFaultsResponse]  # type: ignore[assignment]
-    """Lists the faults of an instance, newest first, a page at a time."""
+    """Lists the faults of an instance, the one that occurred last first, a
+    page at a time.
+    """
     ClearFaults: _aio.UnaryUnaryMultiCallable[_fault_service_pb2.ClearFaultsRequest, _fault_service_pb2.ClearFaultsResponse]  # type: ignore[assignment]
     """Clears the faults of an instance, e.g. when it is deleted or has
     recovered. Cleared faults are no longer returned.
@@ -108,8 +116,10 @@ class FaultServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fault_service_pb2.RecordFaultResponse, _abc.Awaitable[_fault_service_pb2.RecordFaultResponse]]:
         """Records a fault. Acknowledged only once the fault is committed to the
-        database. Retrying with the same `fault_id` returns the stored fault and
-        writes nothing.
+        database. A fault with the fingerprint of one of the instance's faults
+        that is not cleared counts as another occurrence of it, and the response
+        holds that fault. Retrying with the same `fault_id` returns the stored
+        fault and writes nothing.
         """
 
     @_abc_1.abstractmethod
@@ -118,7 +128,7 @@ class FaultServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fault_service_pb2.GetLatestFaultRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fault_service_pb2.GetLatestFaultResponse, _abc.Awaitable[_fault_service_pb2.GetLatestFaultResponse]]:
-        """Returns the newest fault of an instance that has not been cleared."""
+        """Returns the fault of an instance, not cleared, that occurred last."""
 
     @_abc_1.abstractmethod
     def BatchGetLatestFaults(
@@ -134,7 +144,9 @@ class FaultServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fault_service_pb2.ListFaultsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fault_service_pb2.ListFaultsResponse, _abc.Awaitable[_fault_service_pb2.ListFaultsResponse]]:
-        """Lists the faults of an instance, newest first, a page at a time."""
+        """Lists the faults of an instance, the one that occurred last first, a
+        page at a time.
+        """
 
     @_abc_1.abstractmethod
     def ClearFaults(

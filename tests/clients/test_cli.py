@@ -60,6 +60,8 @@ async def test_show_prints_the_fault_with_its_traceback_to_an_admin(
     assert table_lines(header) == [["Property", "Value"]]
     rows = table_rows(shown.stdout)
     assert rows["fault_date"] == ["2026-05-06T21:30:06"]
+    assert rows["first_fault_date"] == ["2026-05-06T21:30:06"]
+    assert rows["occurrence_count"] == ["1"]
     assert rows["fault_message"] == ["A guest error occurred"]
     assert rows["fault_details"] == TRACEBACK.splitlines()
     assert rows["fault_id"] == [fault_id]
@@ -71,6 +73,31 @@ async def test_show_prints_the_fault_with_its_traceback_to_an_admin(
     assert rows["trace_id"] == [REQUEST_IDS.trace_id]
     assert list(rows) == sorted(rows), "properties are sorted, as trove show sorts them"
     assert shown.stderr == ""
+
+
+async def test_show_dates_a_repeated_fault_by_its_latest_occurrence(
+    server: FaultServer, admin_client: FaultServiceClient
+) -> None:
+    instance = str(uuid.uuid4())
+    fault_id = await record_guest_error(admin_client, instance)
+    for minutes in (5, 2):  # the second reported late: it is not the latest
+        await admin_client.record_fault(
+            instance,
+            f"A guest error occurred after {minutes} minutes",
+            details=TRACEBACK.replace("line 265", f"line {minutes}"),
+            source="guestagent",
+            occur_time=FAULT_DATE + timedelta(minutes=minutes),
+        )
+
+    shown = await run_python_async([*CLI, "show", instance, "--target", server.target])
+
+    assert shown.returncode == 0, shown.stderr
+    rows = table_rows(shown.stdout)
+    assert rows["fault_id"] == [fault_id]
+    assert rows["fault_date"] == ["2026-05-06T21:35:06"]
+    assert rows["first_fault_date"] == ["2026-05-06T21:30:06"]
+    assert rows["occurrence_count"] == ["3"]
+    assert rows["fault_message"] == ["A guest error occurred after 5 minutes"]
 
 
 async def test_show_hides_the_traceback_from_others(
@@ -109,7 +136,8 @@ async def test_show_json_keeps_the_proto_field_names(
     assert fault["id"] == fault_id
     assert fault["instance_id"] == instance
     assert fault["details"] == TRACEBACK
-    assert fault["create_time"] == "2026-05-06T21:30:06.250Z"
+    assert fault["create_time"] == fault["last_occur_time"] == "2026-05-06T21:30:06.250Z"
+    assert fault["occurrence_count"] == "1"  # int64 in JSON, as protobuf writes it
     assert "details" not in json.loads(as_user.stdout)
 
 
@@ -174,6 +202,7 @@ async def test_faults_list_prints_the_history_newest_first(
                 details=f"Traceback {n}\nline two",
                 source="taskmanager",
                 occur_time=FAULT_DATE + timedelta(minutes=n),
+                fingerprint=str(n),
             )
         ).id
         for n in range(3)
@@ -186,14 +215,16 @@ async def test_faults_list_prints_the_history_newest_first(
 
     assert as_admin.returncode == as_user.returncode == 0
     admin_header, *admin_rows = table_lines(as_admin.stdout)
-    assert admin_header == ["Date", "Fault ID", "Source", "Message", "Details"]
-    assert [row[1] for row in admin_rows if row[1]] == ids[::-1]
-    assert admin_rows[0] == ["2026-05-06T21:32:06", ids[2], "taskmanager", "error 2", "Traceback 2"]
-    assert admin_rows[1] == ["", "", "", "", "line two"]
+    assert admin_header == ["Date", "Count", "Fault ID", "Source", "Message", "Details"]
+    assert [row[2] for row in admin_rows if row[2]] == ids[::-1]
+    assert admin_rows[0] == [
+        *("2026-05-06T21:32:06", "1", ids[2], "taskmanager", "error 2", "Traceback 2")
+    ]
+    assert admin_rows[1] == ["", "", "", "", "", "line two"]
 
     user_header, *user_rows = table_lines(as_user.stdout)
-    assert user_header == ["Date", "Fault ID", "Source", "Message"]
-    assert [row[3] for row in user_rows] == ["error 2", "error 1", "error 0"]
+    assert user_header == ["Date", "Count", "Fault ID", "Source", "Message"]
+    assert [row[4] for row in user_rows] == ["error 2", "error 1", "error 0"]
     assert "Traceback" not in as_user.stdout
 
 
@@ -203,7 +234,7 @@ async def test_faults_list_pages_and_follows_every_page_with_all(
     instance = str(uuid.uuid4())
     for n in range(5):
         await admin_client.record_fault(
-            instance, f"error {n}", occur_time=FAULT_DATE + timedelta(seconds=n)
+            instance, f"error {n}", occur_time=FAULT_DATE + timedelta(seconds=n), fingerprint=str(n)
         )
     listing = [*CLI, "faults", "list", instance, "--target", server.target, "--page-size", "2"]
 
@@ -211,9 +242,9 @@ async def test_faults_list_pages_and_follows_every_page_with_all(
     everything = await run_python_async([*listing, "--all"])
     as_json = await run_python_async([*listing, "--all", "--json"])
 
-    assert [row[3] for row in table_lines(first_page.stdout)[1:]] == ["error 4", "error 3"]
+    assert [row[4] for row in table_lines(first_page.stdout)[1:]] == ["error 4", "error 3"]
     assert "--all" in first_page.stderr
-    assert [row[3] for row in table_lines(everything.stdout)[1:]] == [
+    assert [row[4] for row in table_lines(everything.stdout)[1:]] == [
         f"error {n}" for n in range(4, -1, -1)
     ]
     assert everything.stderr == ""

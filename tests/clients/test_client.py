@@ -86,7 +86,7 @@ async def test_list_faults_pages_newest_first(admin_client: FaultServiceClient) 
     start = datetime.now(UTC) - timedelta(hours=1)
     recorded = [
         await admin_client.record_fault(
-            instance, f"fault {n}", occur_time=start + timedelta(seconds=n)
+            instance, f"fault {n}", occur_time=start + timedelta(seconds=n), fingerprint=str(n)
         )
         for n in range(5)
     ]

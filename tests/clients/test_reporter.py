@@ -26,6 +26,7 @@ from faultsvc_client import (
 from faultsvc_client.fault_info import process_name
 from tests.clients.server_answers import LOCK_WAIT_SECONDS, record_fault_answers
 from tests.support.databases import writes_locked
+from tests.support.faults import nth
 from tests.support.servers import MakeServer, ServerProcess
 
 QUICK = Backoff(initial=0.05, maximum=0.3)
@@ -51,7 +52,7 @@ async def test_reporter_keeps_every_fault_through_an_outage_and_delivers_each_on
         assert await reporter.flush(10)
 
         await asyncio.to_thread(server.stop)
-        during = [reporter.report(instance, f"during the outage {n}") for n in range(20)]
+        during = [reporter.report(instance, nth("during the outage", n)) for n in range(20)]
         await asyncio.sleep(1.5)  # the reporter keeps trying meanwhile
         assert reporter.pending == 20
         restarted_at = datetime.now(UTC)
@@ -63,8 +64,8 @@ async def test_reporter_keeps_every_fault_through_an_outage_and_delivers_each_on
     history = await history_of(server.target, instance)
     assert [fault.id for fault in history] == [before, *during][::-1]
     assert [fault.message for fault in history][:2] == [
-        "during the outage 19",
-        "during the outage 18",
+        nth("during the outage", 19),
+        nth("during the outage", 18),
     ]
     assert {(fault.source, fault.host) for fault in history} == {("taskmanager", "tm-1")}
     # Each fault is dated when it happened, not when it could be delivered.
@@ -77,7 +78,7 @@ async def test_full_queue_drops_the_oldest_faults(
     instance = new_instance()
     reporter = FaultReporter(server.target, max_queue_size=3, backoff=QUICK)
     for n in range(5):
-        reporter.report(instance, f"fault {n}")
+        reporter.report(instance, nth("fault", n))
     assert (reporter.pending, reporter.stats.dropped) == (3, 2)
 
     await reporter.start()
@@ -85,9 +86,9 @@ async def test_full_queue_drops_the_oldest_faults(
     await reporter.close()
 
     assert [f.message async for f in admin_client.iter_faults(instance)] == [
-        "fault 4",
-        "fault 3",
-        "fault 2",
+        nth("fault", 4),
+        nth("fault", 3),
+        nth("fault", 2),
     ]
     assert reporter.stats == ReporterStats(reported=5, delivered=3, dropped=2)
 
@@ -109,12 +110,14 @@ async def test_full_queue_keeps_the_fault_being_sent_and_drops_the_oldest_waitin
             reporter.report(instance, "being sent")
             await until(lambda: record_fault_answers(server, grpc.StatusCode.UNAVAILABLE) > 0)
             for n in range(3):
-                reporter.report(instance, f"waiting {n}")
+                reporter.report(instance, nth("waiting", n))
             assert (reporter.pending, reporter.stats.dropped) == (3, 1)
         assert await reporter.flush(30)
 
     history = await history_of(server.target, instance)
-    assert [fault.message for fault in history] == ["waiting 2", "waiting 1", "being sent"]
+    assert [fault.message for fault in history] == [
+        *(nth("waiting", 2), nth("waiting", 1), "being sent")
+    ]
     assert reporter.stats == ReporterStats(reported=4, delivered=3, dropped=1)
 
 
@@ -269,11 +272,11 @@ async def test_reporting_reports_and_reraises_from_blocks_and_functions(
             raise KeyboardInterrupt  # the operator's ^C is no fault of the instance
         assert await reporter.flush(10)
 
-    assert [f.message async for f in admin_client.iter_faults(instance)] == [
-        "from a coroutine",
-        "from a function",
-        "from an async with block",
-        "from a with block",
+    # The two blocks raise in this one function: one code path, so one fault.
+    assert [(f.message, f.occurrence_count) async for f in admin_client.iter_faults(instance)] == [
+        ("from a coroutine", 1),
+        ("from a function", 1),
+        ("from an async with block", 2),
     ]
 
 
@@ -351,7 +354,7 @@ async def test_sync_reporter_delivers_from_many_threads_through_an_outage(
 
     def report_from_a_thread(worker: int) -> None:
         reported[worker] = [
-            reporter.report(instance, f"worker {worker} fault {n}") for n in range(10)
+            reporter.report(instance, nth(nth("worker", worker) + " fault", n)) for n in range(10)
         ]
 
     def report_from_threads() -> None:

@@ -75,32 +75,40 @@ async def test_a_fault_recorded_through_one_node_is_read_at_once_through_another
             assert not after.HasField("fault"), f"node 1 still shows cleared fault {n}"
 
 
+async def record_through_both(
+    servers: tuple[ServerProcess, ServerProcess], requests: list[pb.RecordFaultRequest]
+) -> list[pb.RecordFaultResponse]:
+    """Sends every request through both servers at once; the answers, in that order."""
+    async with (
+        grpc.aio.insecure_channel(servers[0].target) as channel1,
+        grpc.aio.insecure_channel(servers[1].target) as channel2,
+    ):
+        stubs = [fault_service_pb2_grpc.FaultServiceStub(c) for c in (channel1, channel2)]
+        return await asyncio.gather(
+            *(stub.RecordFault(request, timeout=20) for request in requests for stub in stubs)
+        )
+
+
 async def test_one_fault_id_written_through_two_nodes_at_once_is_stored_once(
     galera: GaleraCluster,
     node1_and_node2_servers: tuple[ServerProcess, ServerProcess],
     tmp_path: Path,
 ) -> None:
     """The two inserts conflict at certification; the loser retries and finds the winner's row."""
-    first, second = node1_and_node2_servers
     instance_id = f"twice-{uuid.uuid4()}"
     fault_ids = [str(uuid.uuid4()) for _ in range(200)]
-    async with (
-        grpc.aio.insecure_channel(first.target) as channel1,
-        grpc.aio.insecure_channel(second.target) as channel2,
-    ):
-        stubs = [fault_service_pb2_grpc.FaultServiceStub(c) for c in (channel1, channel2)]
-        answers = await asyncio.gather(
-            *(
-                stub.RecordFault(
-                    pb.RecordFaultRequest(
-                        instance_id=instance_id, message="reboot failed", fault_id=fault_id
-                    ),
-                    timeout=20,
-                )
-                for fault_id in fault_ids
-                for stub in stubs
+    answers = await record_through_both(
+        node1_and_node2_servers,
+        [
+            pb.RecordFaultRequest(
+                instance_id=instance_id,
+                message="reboot failed",
+                fault_id=fault_id,
+                fingerprint=fault_id,  # a fault of its own, not a repeat
             )
-        )
+            for fault_id in fault_ids
+        ],
+    )
     by_id: dict[str, set[tuple[int, int]]] = {}
     for answer in answers:
         created = answer.fault.create_time
@@ -112,6 +120,38 @@ async def test_one_fault_id_written_through_two_nodes_at_once_is_stored_once(
         f"SELECT id, COUNT(*) FROM instance_faults WHERE instance_id = '{instance_id}' GROUP BY id",
     )
     assert sorted(str(row[0]) for row in rows) == sorted(fault_ids)
+    print(f"\ncertification conflicts retried: {conflicts_retried(tmp_path)}")
+
+
+async def test_repeats_recorded_through_two_nodes_at_once_are_counted_exactly(
+    galera: GaleraCluster,
+    node1_and_node2_servers: tuple[ServerProcess, ServerProcess],
+    tmp_path: Path,
+) -> None:
+    """Each occurrence, and its retry, through both nodes at once: one fault, each counted once.
+
+    Two nodes upserting the same fault conflict at certification; the loser
+    runs its whole batch again, looking its occurrences up first.
+    """
+    instance_id = f"repeats-{uuid.uuid4()}"
+    fault_ids = [str(uuid.uuid4()) for _ in range(200)]
+    answers = await record_through_both(
+        node1_and_node2_servers,
+        [
+            pb.RecordFaultRequest(
+                instance_id=instance_id, message="Volume 3 is full", fault_id=fault_id
+            )
+            for fault_id in fault_ids
+        ],
+    )
+    assert len({answer.fault.id for answer in answers}) == 1
+    rows = galera.query(
+        3,
+        "SELECT occurrence_count, (SELECT COUNT(*) FROM fault_occurrences o"
+        " WHERE o.fault_id = f.id) FROM instance_faults f"
+        f" WHERE instance_id = '{instance_id}'",
+    )
+    assert [(int(str(count)), int(str(kept))) for count, kept in rows] == [(200, 200)]
     print(f"\ncertification conflicts retried: {conflicts_retried(tmp_path)}")
 
 
@@ -154,13 +194,16 @@ async def test_killing_the_node_in_use_loses_no_acknowledged_fault_and_it_rejoin
             health.stop.set()
             await asyncio.gather(*running)
 
-        # Every acknowledged fault is on both surviving nodes; nothing else of the load is.
+        # Every acknowledged fault is on both surviving nodes, each counted into its fault
+        # (the load repeats one error); nothing else of the load is.
         requested = {call.fault_id for call in load.calls if call.rpc == "RecordFault"}
         for node in (2, 3):
             stored = {
                 str(row[0])
                 for row in galera.query(
-                    node, f"SELECT id FROM instance_faults WHERE instance_id LIKE '{load.prefix}%'"
+                    node,
+                    "SELECT o.id FROM fault_occurrences o JOIN instance_faults f"
+                    f" ON f.id = o.fault_id WHERE f.instance_id LIKE '{load.prefix}%'",
                 )
             }
             assert load.acknowledged <= stored, f"node {node} lacks acknowledged faults"

@@ -77,8 +77,8 @@ def test_db_commands(database_url: str) -> None:
 
     with ServerProcess(database_url) as server, grpc.insecure_channel(server.target) as channel:
         stub = fault_service_pb2_grpc.FaultServiceStub(channel)
-        for _ in range(3):
-            stub.RecordFault(pb.RecordFaultRequest(instance_id="gone", message="m"))
+        for message in ("disk full", "volume lost", "no host"):
+            stub.RecordFault(pb.RecordFaultRequest(instance_id="gone", message=message))
         stub.RecordFault(pb.RecordFaultRequest(instance_id="kept", message="m"))
         stub.ClearFaults(pb.ClearFaultsRequest(instance_id="gone"))
 

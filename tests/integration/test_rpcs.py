@@ -120,7 +120,7 @@ async def test_batch_names_the_bad_id(stub: Stub) -> None:
 
 async def test_list_pages_through_history_newest_first(stub: Stub) -> None:
     instance = new_instance()
-    recorded = [await record(stub, instance, f"fault {n}") for n in range(7)]
+    recorded = [await record(stub, instance, fingerprint=str(n)) for n in range(7)]
     seen, token, pages = [], "", 0
     while True:
         page = await stub.ListFaults(
@@ -137,8 +137,8 @@ async def test_list_pages_through_history_newest_first(stub: Stub) -> None:
 
 async def test_list_page_size_defaults_and_caps(stub: Stub) -> None:
     instance = new_instance()
-    for _ in range(51):
-        await record(stub, instance)
+    for n in range(51):
+        await record(stub, instance, fingerprint=str(n))
     default = await stub.ListFaults(pb.ListFaultsRequest(instance_id=instance))
     assert len(default.faults) == 50
     assert default.next_page_token
@@ -160,8 +160,8 @@ async def test_list_rejects_forged_page_tokens(stub: Stub, token: str) -> None:
 
 async def test_list_rejects_a_token_of_another_instance(stub: Stub) -> None:
     instance = new_instance()
-    for _ in range(3):
-        await record(stub, instance)
+    for n in range(3):
+        await record(stub, instance, fingerprint=str(n))
     page = await stub.ListFaults(pb.ListFaultsRequest(instance_id=instance, page_size=1))
     request = pb.ListFaultsRequest(instance_id=new_instance(), page_token=page.next_page_token)
     await expect_invalid(stub.ListFaults(request), "page_token")
@@ -169,8 +169,8 @@ async def test_list_rejects_a_token_of_another_instance(stub: Stub) -> None:
 
 async def test_clear_hides_faults_and_counts_them(stub: Stub) -> None:
     instance, other = new_instance(), new_instance()
-    for _ in range(3):
-        await record(stub, instance)
+    for n in range(3):
+        await record(stub, instance, fingerprint=str(n))
     await record(stub, other)
     cleared = await stub.ClearFaults(pb.ClearFaultsRequest(instance_id=instance))
     assert cleared.cleared_count == 3
@@ -239,6 +239,7 @@ async def test_sql_looking_strings_are_stored_verbatim(stub: Stub) -> None:
         ({"instance_id": "i" * 65, "message": "m"}, "instance_id"),
         ({"instance_id": "i", "message": ""}, "message"),
         ({"instance_id": "i", "message": "m", "fault_id": "not-a-uuid"}, "fault_id"),
+        ({"instance_id": "i", "message": "m", "fingerprint": "f" * 65_536}, "fingerprint"),
     ],
 )
 async def test_record_rejects_bad_input_naming_the_field(

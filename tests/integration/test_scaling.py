@@ -24,7 +24,9 @@ def test_fault_recorded_through_one_server_is_read_through_another(database_url:
         reads = fault_service_pb2_grpc.FaultServiceStub(reader_channel)
         recorded = [
             writes.RecordFault(
-                pb.RecordFaultRequest(instance_id=instance, message=f"fault {n}", details="trace"),
+                pb.RecordFaultRequest(
+                    instance_id=instance, message=f"fault {n}", details="trace", fingerprint=str(n)
+                ),
                 metadata=ADMIN,
             ).fault
             for n in range(3)

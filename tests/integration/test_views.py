@@ -118,7 +118,10 @@ async def test_an_admin_page_of_large_faults_ends_early_and_the_pages_hold_them_
     stub: Stub,
 ) -> None:
     instance = str(uuid.uuid4())
-    recorded = [(await record(stub, instance, f"fault {n}", details=DETAILS)).id for n in range(80)]
+    recorded = [
+        (await record(stub, instance, f"fault {n}", details=DETAILS, fingerprint=str(n))).id
+        for n in range(80)
+    ]
     seen: list[str] = []
     token = ""
     pages = 0

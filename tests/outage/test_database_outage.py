@@ -48,7 +48,8 @@ def bring_back(mariadb: PrivateMariaDB, how: str) -> None:
 
 def stored_ids(mariadb: PrivateMariaDB, url: str) -> set[str]:
     with mariadb.connect(sa.make_url(url).database) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT id FROM instance_faults")
+        # Every recorded occurrence, repeats of a fault included.
+        cursor.execute("SELECT id FROM fault_occurrences")
         return {row[0] for row in cursor.fetchall()}
 
 

@@ -75,6 +75,18 @@ async def test_a_batch_whose_commit_answer_is_lost_is_stored_once_and_acknowledg
     assert await count_rows(proxied.engine, [fault.id for fault in batch]) == 3
 
 
+async def test_repeats_whose_commit_answer_is_lost_are_counted_once(proxied: Proxied) -> None:
+    """The occurrences of the lost batch are found on the retry, and not counted again."""
+    first = await proxied.store.record_batch(server_made([new_fault("i-1", fingerprint="f")]))
+    repeats = [new_fault("i-1", fingerprint="f") for _ in range(3)]
+    proxied.proxy.lose_next_commit_answers(1)
+    results = await proxied.store.record_batch(server_made(repeats))
+    assert proxied.proxy.lost_answers == 1
+    (fault,) = await proxied.store.history("i-1", 10)
+    assert (fault.id, fault.occurrence_count) == (first[0].id, 4)  # type: ignore[union-attr]
+    assert results == [fault] * 3
+
+
 async def test_a_clear_whose_commit_answer_is_lost_is_unavailable_and_not_repeated(
     proxied: Proxied,
 ) -> None:

@@ -54,7 +54,11 @@ class Load:
 
 def request_for(instance: str, fault_id: str) -> pb.RecordFaultRequest:
     return pb.RecordFaultRequest(
-        instance_id=instance, message=f"fault {fault_id}", fault_id=fault_id, source="load"
+        instance_id=instance,
+        message=f"fault {fault_id}",
+        fault_id=fault_id,
+        source="load",
+        fingerprint=fault_id,  # a fault of its own, found by its id
     )
 
 

@@ -290,7 +290,7 @@ async def test_huge_page_sizes_are_capped(
 ) -> None:
     instance = str(uuid.uuid4())
     for n in range(3):
-        await record(stub, instance, f"fault {n}")
+        await record(stub, instance, f"fault {n}", fingerprint=str(n))
     data = length_delimited(1, instance.encode()) + number(2, page_size)
     code, named, response = await call_raw(channel, "ListFaults", data)
     if expected == grpc.StatusCode.OK:
@@ -389,7 +389,7 @@ async def test_every_corruption_of_a_real_page_token_is_invalid_or_pages_from_it
 ) -> None:
     instance = str(uuid.uuid4())
     for n in range(3):
-        await record(stub, instance, f"fault {n}")
+        await record(stub, instance, f"fault {n}", fingerprint=str(n))
     history = await full_history(stub, instance)
     first = await stub.ListFaults(pb.ListFaultsRequest(instance_id=instance, page_size=1))
     token = first.next_page_token

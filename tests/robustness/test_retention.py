@@ -36,6 +36,7 @@ def row(
         "source": "test",
         "host": "h",
         "created": created,
+        "last_occurred": created,
         "updated": cleared_at or created,
         "deleted": cleared_at is not None,
         "deleted_at": cleared_at,
@@ -56,7 +57,10 @@ async def all_rows(engine: AsyncEngine) -> dict[str, tuple[Any, ...]]:
 
 @contextmanager
 def rows_touched_by(engine: AsyncEngine, verb: str) -> Iterator[list[int]]:
-    """The row count of every `verb` (UPDATE, DELETE) statement run on `engine` meanwhile."""
+    """The row count of every statement run on `engine` meanwhile that begins with `verb`.
+
+    `verb` in upper case: UPDATE, DELETE, or DELETE FROM a table.
+    """
     counts: list[int] = []
 
     def after_execute(
@@ -84,7 +88,7 @@ async def test_purge_deletes_a_large_backlog_in_bounded_batches(engine: AsyncEng
     await insert(engine, cleared_long_ago + live + cleared_yesterday)
     before = await all_rows(engine)
 
-    with rows_touched_by(engine, "DELETE") as deletes:
+    with rows_touched_by(engine, "DELETE FROM INSTANCE_FAULTS") as deletes:
         purged = await FaultStore(engine).purge(now - timedelta(days=7), batch_size=1000)
 
     assert purged == 20_000
@@ -147,7 +151,9 @@ def test_purge_caps_history_when_asked(database_url: str) -> None:
     with ServerProcess(database_url) as server, grpc.insecure_channel(server.target) as channel:
         stub = fault_service_pb2_grpc.FaultServiceStub(channel)
         recorded = [
-            stub.RecordFault(pb.RecordFaultRequest(instance_id=instance, message=f"m{n}")).fault
+            stub.RecordFault(
+                pb.RecordFaultRequest(instance_id=instance, message=f"m{n}", fingerprint=str(n))
+            ).fault
             for n in range(8)
         ]
 

@@ -8,28 +8,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.errors import AlreadyExists, FaultServiceError
-from faultsvc.faults import Cursor, Fault, StoredFault, utc_now
+from faultsvc.faults import Cursor, StoredFault, utc_now
 from faultsvc.storage.batching import Batcher
 from faultsvc.storage.migrate import upgrade_to_head
 from faultsvc.storage.store import FaultStore, Recording
 from faultsvc.storage.tables import instance_faults
-from tests.support.faults import caller_made, new_fault, server_made
-
-
-@pytest.fixture
-def store(engine: AsyncEngine) -> FaultStore:
-    return FaultStore(engine)
-
-
-async def stored(store: FaultStore, fault: Fault, *, caller_made_id: bool = False) -> StoredFault:
-    (result,) = await store.record_batch([(fault, caller_made_id)])
-    assert isinstance(result, StoredFault)
-    return result
+from tests.support.faults import caller_made, new_fault, server_made, stored
 
 
 async def test_upgrade_is_idempotent(engine: AsyncEngine) -> None:
@@ -97,7 +85,7 @@ async def test_history_pages_do_not_overlap_on_equal_dates(store: FaultStore) ->
     same_time = utc_now()
     await store.record_batch(server_made(new_fault(created=same_time) for _ in range(5)))
     first = await store.history("i-1", 2)
-    rest = await store.history("i-1", 10, Cursor(first[-1].created, first[-1].id))
+    rest = await store.history("i-1", 10, Cursor(first[-1].last_occurred, first[-1].id))
     assert len({f.id for f in first + rest}) == 5
 
 

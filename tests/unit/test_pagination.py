@@ -14,7 +14,7 @@ from faultsvc.pagination import decode_page_token, encode_page_token, page_size
 
 
 def test_token_round_trip() -> None:
-    cursor = Cursor(created=datetime(2026, 1, 2, 3, 4, 5, 678901), id="0199-abc")
+    cursor = Cursor(last_occurred=datetime(2026, 1, 2, 3, 4, 5, 678901), id="0199-abc")
     assert decode_page_token(encode_page_token("i-1", cursor), "i-1") == cursor
 
 
@@ -46,7 +46,7 @@ def test_forged_tokens_are_invalid(token: str) -> None:
 
 
 def test_token_of_another_instance_is_invalid() -> None:
-    token = encode_page_token("i-1", Cursor(created=datetime(2026, 1, 1), id="x"))
+    token = encode_page_token("i-1", Cursor(last_occurred=datetime(2026, 1, 1), id="x"))
     with pytest.raises(InvalidArgument):
         decode_page_token(token, "i-2")
 

@@ -44,11 +44,14 @@ function newInstanceId() {
 }
 
 /**
+ * A fault of its own each time, unless given the fingerprint of another.
+ *
  * @param {string} instanceId
  * @param {number} secondsAgo when the error happened
+ * @param {string} fingerprint what makes repeats one fault
  * @returns {Promise<Fault>}
  */
-function recordResizeFailure(instanceId, secondsAgo = 0) {
+function recordResizeFailure(instanceId, secondsAgo = 0, fingerprint = randomUUID()) {
   return admin.recordFault({
     instanceId,
     message: "Resize of volume failed",
@@ -56,6 +59,7 @@ function recordResizeFailure(instanceId, secondsAgo = 0) {
     source: "taskmanager",
     host: "node-1",
     occurTime: timestampFromDate(new Date(Date.now() - secondsAgo * 1000)),
+    fingerprint,
   });
 }
 
@@ -174,6 +178,36 @@ test("getLatestFault returns the newest fault, with details only for an admin", 
   assert.equal(forAnyone?.id, newest.id);
   assert.equal(forAnyone?.message, newest.message);
   assert.equal(forAnyone?.details, "");
+});
+
+test("a repeat counts into its fault: first and latest occurrence, and how many", async () => {
+  const instanceId = newInstanceId();
+  const first = await admin.recordFault({ instanceId, message: "Volume 7 is full" });
+  const occurred = new Date(Date.now() + 1000);
+  const again = await admin.recordFault({
+    instanceId,
+    message: "Volume 8 is full",
+    occurTime: timestampFromDate(occurred),
+  });
+  assert.equal(again.id, first.id);
+  assert.match(first.fingerprint, /^[0-9a-f]{64}$/);
+  assert.equal(again.fingerprint, first.fingerprint);
+  assert.equal(first.occurrenceCount, 1n);
+  assert.equal(again.occurrenceCount, 2n);
+  assert.deepEqual(again.createTime, first.createTime);
+  assert.ok(again.lastOccurTime);
+  assert.equal(timestampDate(again.lastOccurTime).getTime(), occurred.getTime());
+  assert.equal(again.message, "Volume 8 is full");
+  const { faults } = await anonymous.listFaults(instanceId);
+  assert.deepEqual(idsOf(faults), [first.id]);
+});
+
+test("a caller's own fingerprint decides what repeats", async () => {
+  const instanceId = newInstanceId();
+  const one = await recordResizeFailure(instanceId, 2, "resize");
+  const two = await admin.recordFault({ instanceId, message: "other text", fingerprint: "resize" });
+  assert.equal(two.id, one.id);
+  assert.equal(two.occurrenceCount, 2n);
 });
 
 test("getLatestFault of an instance without faults is undefined", async () => {

@@ -1,8 +1,9 @@
 """`faultsvc show` and `faultsvc faults list`: an instance's faults, for people.
 
-`show` prints the Property/Value table of `trove show` (fault_date,
-fault_message, and fault_details for admins); `faults list` prints the
-instance's fault history, newest first. `--json` prints the same data for
+`show` prints the Property/Value table of `trove show` (fault_date, the
+latest occurrence; fault_message, and fault_details for admins), with how
+many times the fault occurred and when first; `faults list` prints the
+instance's fault history, the one that occurred last first. `--json` prints the same data for
 scripts, with the proto field names: a fault (`null` when there is none), or
 a list of faults (`[]`).
 
@@ -33,6 +34,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
 from prettytable import PrettyTable
 
 from faultsvc.v1 import fault_pb2
@@ -348,7 +350,9 @@ def connection_hint(error: FaultServiceError, tls: TlsConfig | None) -> str:
 def fault_properties(fault: fault_pb2.Fault) -> dict[str, str]:
     """The rows `show` prints, inert; the admin-only ones only when the server sent them."""
     properties = {
-        "fault_date": format_time(fault),
+        "fault_date": fault_date(fault),
+        "first_fault_date": first_fault_date(fault),
+        "occurrence_count": str(fault.occurrence_count or 1),
         "fault_message": inert_line(fault.message),
         "fault_id": inert_line(fault.id),
         "instance_id": inert_line(fault.instance_id),
@@ -377,28 +381,41 @@ def fault_table(fault: fault_pb2.Fault) -> str:
 def fault_history_table(
     faults: Sequence[fault_pb2.Fault], *, with_details: bool, with_instance: bool = False
 ) -> str:
-    columns = ["Date", "Fault ID", "Source", "Message"]
+    columns = ["Date", "Count", "Fault ID", "Source", "Message"]
     if with_instance:
-        columns.insert(1, "Instance")
+        columns.insert(2, "Instance")
     if with_details:
         columns.append("Details")
     table = PrettyTable(columns)
     table.align = "l"
     for fault in faults:
-        row = [format_time(fault), *map(inert_line, (fault.id, fault.source, fault.message))]
+        row = [
+            fault_date(fault),
+            str(fault.occurrence_count or 1),
+            *map(inert_line, (fault.id, fault.source, fault.message)),
+        ]
         if with_instance:
-            row.insert(1, inert_line(fault.instance_id))
+            row.insert(2, inert_line(fault.instance_id))
         if with_details:
             row.append(readable_details(fault.details))
         table.add_row(row)
     return table.get_string()
 
 
-def format_time(fault: fault_pb2.Fault) -> str:
-    """The fault's date in ISO 8601 UTC to the second, as `trove show` prints dates."""
-    if not fault.HasField("create_time"):
-        return ""
-    return fault.create_time.ToDatetime().isoformat(timespec="seconds")
+def fault_date(fault: fault_pb2.Fault) -> str:
+    """The fault's date: its latest occurrence (a server that does not count sends only one)."""
+    if fault.HasField("last_occur_time"):
+        return iso_seconds(fault.last_occur_time)
+    return first_fault_date(fault)
+
+
+def first_fault_date(fault: fault_pb2.Fault) -> str:
+    return iso_seconds(fault.create_time) if fault.HasField("create_time") else ""
+
+
+def iso_seconds(stamp: Timestamp) -> str:
+    """ISO 8601 UTC to the second, as `trove show` prints dates."""
+    return stamp.ToDatetime().isoformat(timespec="seconds")
 
 
 def readable_details(details: str) -> str:

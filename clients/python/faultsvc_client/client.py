@@ -274,14 +274,17 @@ class FaultServiceClient:
         fault_id: str | None = None,
         occur_time: datetime | None = None,
         request_ids: RequestIds = NO_REQUEST_IDS,
+        fingerprint: str = "",
         **options: Unpack[CallOptions],
     ) -> fault_pb2.Fault:
-        """Records a fault and returns it as stored.
+        """Records a fault and returns it as stored: a repeat, the fault it counts into.
 
         Without `fault_id` the client makes one, so gRPC's retries of the call
         never record it twice. `occur_time` (an aware datetime) is when the
         error happened; unset, the server's time of receipt. `request_ids`
         lead from the fault to its logs; sent as given, the server checks them.
+        `fingerprint`, the caller's own, decides which faults are repeats of
+        one another; unset, the server's rule does.
         """
         request = fault_service_pb2.RecordFaultRequest(
             instance_id=instance_id,
@@ -293,6 +296,7 @@ class FaultServiceClient:
             request_id=request_ids.request_id,
             global_request_id=request_ids.global_request_id,
             trace_id=request_ids.trace_id,
+            fingerprint=fingerprint,
         )
         if occur_time is not None:
             request.occur_time.CopyFrom(timestamp_of(occur_time))

@@ -108,6 +108,7 @@ class SyncFaultServiceClient:
         fault_id: str | None = None,
         occur_time: datetime | None = None,
         request_ids: RequestIds = NO_REQUEST_IDS,
+        fingerprint: str = "",
         **options: Unpack[CallOptions],
     ) -> fault_pb2.Fault:
         """Records a fault and returns it as stored (see `FaultServiceClient.record_fault`)."""
@@ -120,6 +121,7 @@ class SyncFaultServiceClient:
             fault_id=fault_id,
             occur_time=occur_time,
             request_ids=request_ids,
+            fingerprint=fingerprint,
             **options,
         )
         return self._run(recording, options)

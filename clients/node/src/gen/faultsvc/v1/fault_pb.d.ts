@@ -50,7 +50,7 @@ export declare type Fault = Message<"faultsvc.v1.Fault"> & {
   details: string;
 
   /**
-   * When the error happened (the fault's date).
+   * When the error first happened: the fault's first occurrence.
    *
    * @generated from field: google.protobuf.Timestamp create_time = 5;
    */
@@ -101,6 +101,32 @@ export declare type Fault = Message<"faultsvc.v1.Fault"> & {
    * @generated from field: string trace_id = 11;
    */
   traceId: string;
+
+  /**
+   * What makes repeats of the error one fault: a SHA-256 in hex of the
+   * instance, the source and the traceback's code path (or the normalised
+   * message), or of the caller's own fingerprint. Empty for faults stored
+   * before repeats were grouped.
+   *
+   * @generated from field: string fingerprint = 12;
+   */
+  fingerprint: string;
+
+  /**
+   * How many times the error happened while the fault was not cleared. The
+   * message, details, host and ids are those of its latest occurrence.
+   *
+   * @generated from field: int64 occurrence_count = 13;
+   */
+  occurrenceCount: bigint;
+
+  /**
+   * When the error last happened: the fault's date, which orders the history
+   * and decides which fault is the latest.
+   *
+   * @generated from field: google.protobuf.Timestamp last_occur_time = 14;
+   */
+  lastOccurTime?: Timestamp | undefined;
 };
 
 /**

@@ -97,6 +97,15 @@ export declare type RecordFaultRequest = Message<"faultsvc.v1.RecordFaultRequest
    * @generated from field: string trace_id = 10;
    */
   traceId: string;
+
+  /**
+   * The caller's own fingerprint, at most 255 characters: faults of the
+   * instance with the same one are counted as one fault, whatever their
+   * text. Unset or empty, the server makes the fingerprint from the fault.
+   *
+   * @generated from field: string fingerprint = 11;
+   */
+  fingerprint: string;
 };
 
 /**
@@ -452,8 +461,10 @@ export declare const FaultViewSchema: GenEnum<FaultView>;
 export declare const FaultService: GenService<{
   /**
    * Records a fault. Acknowledged only once the fault is committed to the
-   * database. Retrying with the same `fault_id` returns the stored fault and
-   * writes nothing.
+   * database. A fault with the fingerprint of one of the instance's faults
+   * that is not cleared counts as another occurrence of it, and the response
+   * holds that fault. Retrying with the same `fault_id` returns the stored
+   * fault and writes nothing.
    *
    * @generated from rpc faultsvc.v1.FaultService.RecordFault
    */
@@ -463,7 +474,7 @@ export declare const FaultService: GenService<{
     output: typeof RecordFaultResponseSchema;
   },
   /**
-   * Returns the newest fault of an instance that has not been cleared.
+   * Returns the fault of an instance, not cleared, that occurred last.
    *
    * @generated from rpc faultsvc.v1.FaultService.GetLatestFault
    */
@@ -483,7 +494,8 @@ export declare const FaultService: GenService<{
     output: typeof BatchGetLatestFaultsResponseSchema;
   },
   /**
-   * Lists the faults of an instance, newest first, a page at a time.
+   * Lists the faults of an instance, the one that occurred last first, a
+   * page at a time.
    *
    * @generated from rpc faultsvc.v1.FaultService.ListFaults
    */
