@@ -322,7 +322,13 @@ class FaultStore:
         await connection.execute(
             INSERT_OCCURRENCES,
             [
-                {"id": fault.id, "fault_id": counted[fault.id].id, "occurred": fault.created}
+                {
+                    "id": fault.id,
+                    "fault_id": counted[fault.id].id,
+                    "occurred": fault.created,
+                    "request_id": fault.request_id,
+                    "global_request_id": fault.global_request_id,
+                }
                 for fault in new
             ],
         )
@@ -417,13 +423,24 @@ class FaultStore:
         *,
         with_details: bool = True,
     ) -> list[StoredFault]:
-        """Up to `limit` live faults of any instance whose columns equal `criteria`, newest first.
+        """Up to `limit` live faults of any instance that one of whose occurrences matches.
 
-        `criteria` names indexed columns (request_id, global_request_id).
+        `criteria` are request ids (request_id, global_request_id), each
+        indexed on the occurrences; a fault matches when one occurrence holds
+        them all. Faults recorded before occurrences were kept match by their
+        own (latest) ids. Latest occurrence first, as histories.
         """
+        matching_ids = sa.union(
+            sa.select(occurrences.c.fault_id).where(
+                *(occurrences.c[column] == value for column, value in criteria.items())
+            ),
+            sa.select(faults.c.id).where(
+                *(faults.c[column] == value for column, value in criteria.items())
+            ),
+        )
         query = (
             sa.select(*(FAULT_COLUMNS if with_details else BASIC_COLUMNS))
-            .where(LIVE, *(faults.c[column] == value for column, value in criteria.items()))
+            .where(LIVE, faults.c.id.in_(matching_ids))
             .order_by(faults.c.last_occurred.desc(), faults.c.id.desc())
             .limit(limit)
         )

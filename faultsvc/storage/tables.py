@@ -47,19 +47,13 @@ instance_faults = sa.Table(
     # cleared ones (MySQL has no partial indexes; NULLs never collide).
     sa.Column("live_fingerprint", sa.String(FINGERPRINT_CHARS), nullable=True),
     # One index serves the latest-fault and the history reads; one per request
-    # id serves SearchFaults, in the same order.
+    # id serves SearchFaults (with those of fault_occurrences).
     sa.Index(
         "ix_instance_faults_instance_last_occurred", "instance_id", "deleted", "last_occurred", "id"
     ),
     sa.Index("ux_instance_faults_live_fingerprint", "instance_id", "live_fingerprint", unique=True),
-    sa.Index("ix_instance_faults_request_id", "request_id", "deleted", "last_occurred", "id"),
-    sa.Index(
-        "ix_instance_faults_global_request_id",
-        "global_request_id",
-        "deleted",
-        "last_occurred",
-        "id",
-    ),
+    sa.Index("ix_instance_faults_request_id", "request_id"),
+    sa.Index("ix_instance_faults_global_request_id", "global_request_id"),
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",
     mysql_engine="InnoDB",
@@ -73,8 +67,15 @@ fault_occurrences = sa.Table(
     sa.Column("id", sa.String(ID_MAX_CHARS), primary_key=True),
     sa.Column("fault_id", sa.String(ID_MAX_CHARS), nullable=False),
     sa.Column("occurred", UtcDateTime, nullable=False),
+    # The request ids of each occurrence, so that any of them leads to its fault.
+    sa.Column("request_id", sa.String(REQUEST_ID_MAX_CHARS), nullable=False, server_default=""),
+    sa.Column(
+        "global_request_id", sa.String(REQUEST_ID_MAX_CHARS), nullable=False, server_default=""
+    ),
     sa.Index("ix_fault_occurrences_fault_id", "fault_id"),
     sa.Index("ix_fault_occurrences_occurred", "occurred"),
+    sa.Index("ix_fault_occurrences_request_id", "request_id"),
+    sa.Index("ix_fault_occurrences_global_request_id", "global_request_id"),
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",
     mysql_engine="InnoDB",

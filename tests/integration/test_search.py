@@ -114,3 +114,16 @@ async def test_only_admins_may_search(
         )
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "secret trace" not in (denied.value.details() or "")
+
+
+async def test_the_request_id_of_any_occurrence_leads_to_its_fault(stub: Stub) -> None:
+    """A fault grouped from repeats shows its latest request id; every earlier one finds it."""
+    instance = str(uuid.uuid4())
+    request_ids = [f"req-{uuid.uuid4()}" for _ in range(3)]
+    for request_id in request_ids:
+        fault = await record(stub, instance, "Volume attach failed", request_id=request_id)
+    assert fault.occurrence_count == 3
+    assert fault.request_id == request_ids[-1]
+    for request_id in request_ids:
+        found = await search(stub, f'request_id = "{request_id}"')
+        assert [f.id for f in found.faults] == [fault.id], request_id
