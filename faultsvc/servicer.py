@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import grpc
 
@@ -184,6 +185,30 @@ def metadata_value(context: grpc.aio.ServicerContext[object, object], key: str) 
     return ""
 
 
+def fault_id_of(request: pb.RecordFaultRequest) -> str:
+    """The caller's fault id in canonical form, else a new one."""
+    if request.HasField("fault_id"):
+        return faults.parse_fault_id(request.fault_id)
+    return faults.new_fault_id()
+
+
+def trace_id_of(request: pb.RecordFaultRequest, traceparent: str) -> str:
+    """The request's trace id, checked, else the one of the call's `traceparent`, if valid."""
+    return faults.check_trace_id(request.trace_id) or faults.trace_id_of_traceparent(traceparent)
+
+
+def occur_time_of(request: pb.RecordFaultRequest) -> datetime:
+    """When the error happened: the request's `occur_time`, checked, else now."""
+    now = faults.utc_now()
+    if not request.HasField("occur_time"):
+        return now
+    try:
+        occurred = naive_utc(request.occur_time)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field("occur_time", "is not a valid timestamp") from None
+    return faults.check_occur_time(occurred, now)
+
+
 def new_fault_from(
     request: pb.RecordFaultRequest, scrubber: Scrubber, traceparent: str = ""
 ) -> Fault:
@@ -199,36 +224,22 @@ def new_fault_from(
     could drop the frames that tell two faults apart.
     """
     scrub = scrubber.scrub
-    now = faults.utc_now()
-    created = now
-    if request.HasField("occur_time"):
-        try:
-            occurred = naive_utc(request.occur_time)
-        except (ValueError, OverflowError):
-            raise InvalidArgument.field("occur_time", "is not a valid timestamp") from None
-        created = faults.check_occur_time(occurred, now)
     instance_id = faults.check_instance_id(request.instance_id)
     message = faults.truncate_chars(
         scrub(faults.check_not_blank(request.message, "message")), MESSAGE_MAX_CHARS
     )
     source = faults.truncate_chars(scrub(request.source), LABEL_MAX_CHARS)
     return Fault(
-        id=(
-            faults.parse_fault_id(request.fault_id)
-            if request.HasField("fault_id")
-            else faults.new_fault_id()
-        ),
+        id=fault_id_of(request),
         instance_id=instance_id,
         message=message,
         details=faults.truncate_details(scrub(request.details), DETAILS_MAX_BYTES),
         source=source,
         host=faults.truncate_chars(scrub(request.host), LABEL_MAX_CHARS),
-        created=created,
+        created=occur_time_of(request),
         request_id=faults.check_request_id(request.request_id, "request_id"),
         global_request_id=faults.check_request_id(request.global_request_id, "global_request_id"),
-        trace_id=(
-            faults.check_trace_id(request.trace_id) or faults.trace_id_of_traceparent(traceparent)
-        ),
+        trace_id=trace_id_of(request, traceparent),
         fingerprint=fingerprint_of(
             instance_id,
             source,

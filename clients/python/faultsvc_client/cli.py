@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -71,32 +72,36 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds `show` and `faults list` to a `faultsvc` command line.
+    """Adds `show`, `faults list` and `faults find` to a `faultsvc` command line.
 
     Each sets `func`, which takes the parsed arguments and returns the exit code.
     """
-    connection = connection_options()
+    command = functools.partial(_add_command, parents=[connection_options()])
 
-    show = subparsers.add_parser(
+    show = command(
+        subparsers,
         "show",
-        parents=[connection],
-        help="show an instance's latest fault",
-        description="Show the latest fault of an instance as a Property/Value table.",
-        epilog=exit_codes_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "show an instance's latest fault",
+        "Show the latest fault of an instance as a Property/Value table.",
     )
     show.add_argument("instance_id", metavar="INSTANCE_ID")
     show.set_defaults(func=show_command)
 
     faults = subparsers.add_parser("faults", help="list an instance's faults")
-    faults_commands = faults.add_subparsers(dest="faults_command", metavar="COMMAND", required=True)
-    listing = faults_commands.add_parser(
+    _add_faults_commands(
+        faults.add_subparsers(dest="faults_command", metavar="COMMAND", required=True), command
+    )
+
+
+def _add_faults_commands(
+    faults_commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    command: Callable[..., argparse.ArgumentParser],
+) -> None:
+    listing = command(
+        faults_commands,
         "list",
-        parents=[connection],
-        help="list an instance's faults, newest first",
-        description="List the faults of an instance, newest first.",
-        epilog=exit_codes_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "list an instance's faults, newest first",
+        "List the faults of an instance, newest first.",
     )
     listing.add_argument("instance_id", metavar="INSTANCE_ID")
     listing.add_argument(
@@ -109,19 +114,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.add_argument("--all", action="store_true", help="follow every page, not just the first")
     listing.set_defaults(func=list_command)
 
-    finding = faults_commands.add_parser(
+    finding = command(
+        faults_commands,
         "find",
-        parents=[connection],
-        help="find the faults of any instance by request id (admins)",
-        description="Find the faults of any instance that carry a request id, newest first. "
+        "find the faults of any instance by request id (admins)",
+        "Find the faults of any instance that carry a request id, newest first. "
         "Asks as an admin: faultsvc answers admins only.",
-        epilog=exit_codes_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     finding.add_argument("--request-id", metavar="ID", help="the service's own request id")
     finding.add_argument("--global-request-id", metavar="ID", help="the global request id")
     # Not set_defaults(admin=True): the commands share the --admin action, and its default.
     finding.set_defaults(func=find_command)
+
+
+def _add_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_: str,
+    description: str,
+    *,
+    parents: list[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """A command that talks to faultsvc: the connection options, and the exit codes in its help."""
+    return subparsers.add_parser(
+        name,
+        parents=parents,
+        help=help_,
+        description=description,
+        epilog=exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _add_tls_options(tls: argparse._ArgumentGroup) -> None:
