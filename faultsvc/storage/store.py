@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -58,6 +59,7 @@ FAULTS_BY_OCCURRENCE_ID = sa.union_all(
 LIVE_FAULTS_BY_FINGERPRINT = sa.select(*FAULT_COLUMNS).where(
     faults.c.instance_id.in_(sa.bindparam("instance_ids", expanding=True)),
     faults.c.live_fingerprint.in_(sa.bindparam("fingerprints", expanding=True)),
+    LIVE,
 )
 
 
@@ -74,34 +76,46 @@ LATEST_OCCURRENCE_COLUMNS = (
 
 
 def _upsert_faults() -> dict[str, sa.Insert]:
-    """Per dialect: insert a fault, or count another occurrence into its live namesake.
+    """Per dialect: insert a fault, or count occurrences into its live namesake.
 
-    The occurrence's text (message, details, host, ids) replaces the fault's
-    only when it is the latest occurrence: a late report of an older one
-    (a reporter that buffered through an outage) counts, and may move the
-    first occurrence earlier, but leaves the text as it is.
+    A row carries a batch's occurrences of one fault: its first's id and
+    date, its latest's text and date, and how many there were. The text
+    (message, details, host, ids) replaces the fault's only when it is of the
+    latest occurrence: a late report of an older one (a reporter that buffered
+    through an outage) counts, and may move the first occurrence earlier, but
+    leaves the text as it is.
+
+    A cleared fault that still holds its fingerprint (a server older than
+    revision 0003 cleared it, and knew nothing of fingerprints) is left as it
+    is but for the fingerprint, which is let go: nothing is counted into it,
+    and the caller inserts the row again.
     """
     mysql_insert = mysql.insert(faults)
     sqlite_insert = sqlite.insert(faults)
     upserts: dict[str, sa.Insert] = {}
+    cleared = faults.c.deleted == sa.true()
     for dialect, new in (("mysql", mysql_insert.inserted), ("sqlite", sqlite_insert.excluded)):
         latest = new.last_occurred >= faults.c.last_occurred
-        changes: list[tuple[str, Any]] = [
+        counted: list[tuple[str, Any]] = [
             (name, sa.case((latest, new[name]), else_=faults.c[name]))
             for name in LATEST_OCCURRENCE_COLUMNS
         ]
-        changes += [
+        counted += [
             (
                 "created",
                 sa.case((new.created < faults.c.created, new.created), else_=faults.c.created),
             ),
-            # A literal, not a parameter: the driver makes one multi-row
-            # statement of the batch only when the rows hold every parameter.
-            ("occurrence_count", faults.c.occurrence_count + sa.literal_column("1")),
+            ("occurrence_count", faults.c.occurrence_count + new.occurrence_count),
             ("updated", new.updated),
             # Last: MySQL assigns in order, and the ones above compare with the old value.
             ("last_occurred", sa.case((latest, new.last_occurred), else_=faults.c.last_occurred)),
         ]
+        changes = [
+            (name, sa.case((cleared, faults.c[name]), else_=value)) for name, value in counted
+        ]
+        changes.append(
+            ("live_fingerprint", sa.case((cleared, sa.null()), else_=faults.c.live_fingerprint))
+        )
         if dialect == "mysql":
             upserts[dialect] = mysql_insert.on_duplicate_key_update(changes)
         else:
@@ -155,6 +169,29 @@ def _older_than(last_occurred: Any, fault_id: Any) -> sa.ColumnElement[bool]:
 # Keyed by whether details are read.
 LATEST_FAULTS = {True: _latest_faults(FAULT_COLUMNS), False: _latest_faults(BASIC_COLUMNS)}
 HISTORY_PAGES = {True: _history_pages(FAULT_COLUMNS), False: _history_pages(BASIC_COLUMNS)}
+
+# What makes occurrences one fault: their instance and fingerprint.
+FaultKey = tuple[str, str]
+
+
+def _fault_key(fault: Fault) -> FaultKey:
+    return fault.instance_id, fault.fingerprint
+
+
+def _row_of(occurrences: list[Fault], updated: datetime) -> dict[str, Any]:
+    """The row of a batch's occurrences of one fault: the first's id, the latest's text, the
+    earliest date, and their count."""
+    latest = occurrences[0]
+    for occurrence in occurrences[1:]:
+        if occurrence.created >= latest.created:
+            latest = occurrence
+    return StoredFault.of(latest, updated=updated).as_row() | {
+        "id": occurrences[0].id,
+        "created": min(occurrence.created for occurrence in occurrences),
+        "occurrence_count": len(occurrences),
+        "live_fingerprint": latest.fingerprint,
+    }
+
 
 # A write: the fault, and whether its id is the caller's (then a retry may find it stored).
 Recording = tuple[Fault, bool]
@@ -298,27 +335,21 @@ class FaultStore:
     ) -> dict[str, StoredFault]:
         """Inserts or counts each occurrence into its fault; returns the faults by occurrence id.
 
-        Three statements, whatever the batch: the faults upserted, read back,
-        and the occurrences inserted. Rows go in (instance, fingerprint) order,
-        so that concurrent batches lock them in one order and do not deadlock.
+        Three statements, whatever the batch: the faults upserted (one row per
+        fault, however often it occurred in the batch), read back, and the
+        occurrences inserted. Rows go in (instance, fingerprint) order, so that
+        concurrent batches lock them in one order and do not deadlock.
         """
-        new.sort(key=lambda fault: (fault.instance_id, fault.fingerprint))
-        rows = [
-            StoredFault.of(fault, updated=now).as_row() | {"live_fingerprint": fault.fingerprint}
-            for fault in new
-        ]
-        await connection.execute(UPSERT_FAULTS[connection.dialect.name], rows)
-        live = await connection.execute(
-            LIVE_FAULTS_BY_FINGERPRINT,
-            {
-                "instance_ids": list({fault.instance_id for fault in new}),
-                "fingerprints": list({fault.fingerprint for fault in new}),
-            },
-        )
-        by_fingerprint = {
-            (row.instance_id, row.fingerprint): StoredFault.from_row(row) for row in live
-        }
-        counted = {fault.id: by_fingerprint[fault.instance_id, fault.fingerprint] for fault in new}
+        new.sort(key=_fault_key)
+        rows = {key: _row_of(list(same), now) for key, same in itertools.groupby(new, _fault_key)}
+        upsert = UPSERT_FAULTS[connection.dialect.name]
+        await connection.execute(upsert, list(rows.values()))
+        live = await self._live_faults(connection, rows.keys())
+        if released := [key for key in rows if key not in live]:
+            # Their fingerprint was held by a cleared fault, which the upsert let go.
+            await connection.execute(upsert, [rows[key] for key in released])
+            live |= await self._live_faults(connection, released)
+        counted = {fault.id: live[_fault_key(fault)] for fault in new}
         await connection.execute(
             INSERT_OCCURRENCES,
             [
@@ -333,6 +364,19 @@ class FaultStore:
             ],
         )
         return counted
+
+    async def _live_faults(
+        self, connection: AsyncConnection, keys: Collection[FaultKey]
+    ) -> dict[FaultKey, StoredFault]:
+        """The live faults of these (instance, fingerprint)s, by both."""
+        found = await connection.execute(
+            LIVE_FAULTS_BY_FINGERPRINT,
+            {
+                "instance_ids": list({instance_id for instance_id, _ in keys}),
+                "fingerprints": list({fingerprint for _, fingerprint in keys}),
+            },
+        )
+        return {(row.instance_id, row.fingerprint): StoredFault.from_row(row) for row in found}
 
     async def _record_each(
         self, batch: Sequence[Recording]

@@ -96,6 +96,31 @@ async def test_a_cleared_fault_is_not_counted_into(store: FaultStore) -> None:
     assert await store.clear("i-1") == 1  # and clearing the second works beside the first
 
 
+async def test_a_fault_an_older_server_cleared_lets_its_fingerprint_go(
+    store: FaultStore, engine: AsyncEngine
+) -> None:
+    """Servers older than revision 0003 clear a fault without letting its fingerprint go."""
+    cleared = await stored(store, new_fault(fingerprint="f", message="before"))
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.update(instance_faults).values(deleted=True, deleted_at=utc_now())
+        )
+    batch = [new_fault(fingerprint="f", message=f"after {n}") for n in range(3)]
+    results = await store.record_batch(server_made(batch))
+    (fresh,) = await store.history("i-1", 10)
+    assert all(result == fresh for result in results)
+    assert (fresh.id, fresh.occurrence_count, fresh.message) == (batch[0].id, 3, "after 2")
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                sa.select(instance_faults).where(instance_faults.c.id == cleared.id)
+            )
+        ).one()
+    assert (row.occurrence_count, row.message, row.deleted) == (1, "before", True)
+    assert row.live_fingerprint is None
+    assert (await stored(store, new_fault(fingerprint="f"))).occurrence_count == 4
+
+
 async def test_latest_and_history_follow_the_latest_occurrence(store: FaultStore) -> None:
     now = utc_now()
     old = await stored(store, new_fault(fingerprint="old", created=now - timedelta(minutes=5)))
