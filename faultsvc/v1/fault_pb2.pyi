@@ -120,3 +120,63 @@ class Fault(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Fault: _TypeAlias = Fault  # noqa: Y015
+
+@_typing.final
+class FaultOccurrence(_message.Message):
+    """One occurrence of a fault, as WatchFaults streams it: when it happened and
+    was recorded, the request ids it was reported with, and the fault it was
+    counted into.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    RECORD_TIME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    GLOBAL_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FAULT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The occurrence's id: the `fault_id` it was recorded with. The first
+    occurrence of a fault has the fault's own id.
+    """
+    request_id: _builtins.str
+    """The request id this occurrence was reported with; empty when unknown."""
+    global_request_id: _builtins.str
+    """The global request id this occurrence was reported with; empty when
+    unknown.
+    """
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the error happened, as its reporter said (`occur_time`)."""
+
+    @_builtins.property
+    def record_time(self) -> _timestamp_pb2.Timestamp:
+        """When the server committed it, by the database's clock: the order of the
+        feed that WatchFaults follows.
+        """
+
+    @_builtins.property
+    def fault(self) -> Global___Fault:
+        """The fault the occurrence was counted into, as it stood with this
+        occurrence counted: its `occurrence_count` includes it. The message,
+        details, host and ids are those of the fault's latest occurrence.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        record_time: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
+        global_request_id: _builtins.str = ...,
+        fault: Global___Fault | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fault", b"fault", "occur_time", b"occur_time", "record_time", b"record_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fault", b"fault", "global_request_id", b"global_request_id", "id", b"id", "occur_time", b"occur_time", "record_time", b"record_time", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FaultOccurrence: _TypeAlias = FaultOccurrence  # noqa: Y015

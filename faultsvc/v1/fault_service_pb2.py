@@ -23,42 +23,53 @@ _sym_db = _symbol_database.Default()
 
 
 from faultsvc.v1 import fault_pb2 as faultsvc_dot_v1_dot_fault__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x61ultsvc/v1/fault_service.proto\x12\x0b\x66\x61ultsvc.v1\x1a\x17\x66\x61ultsvc/v1/fault.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n\x12RecordFaultRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x15\n\x08\x66\x61ult_id\x18\x06 \x01(\tH\x00\x88\x01\x01\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x19\n\x11global_request_id\x18\t \x01(\t\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x0b \x01(\tB\x0b\n\t_fault_id\"8\n\x13RecordFaultResponse\x12!\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x12.faultsvc.v1.Fault\"R\n\x15GetLatestFaultRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12$\n\x04view\x18\x02 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\";\n\x16GetLatestFaultResponse\x12!\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x12.faultsvc.v1.Fault\"Y\n\x1b\x42\x61tchGetLatestFaultsRequest\x12\x14\n\x0cinstance_ids\x18\x01 \x03(\t\x12$\n\x04view\x18\x02 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"B\n\x1c\x42\x61tchGetLatestFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\"u\n\x11ListFaultsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12$\n\x04view\x18\x04 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"Q\n\x12ListFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x12\x43learFaultsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\",\n\x13\x43learFaultsResponse\x12\x15\n\rcleared_count\x18\x01 \x01(\x03\"r\n\x13SearchFaultsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12$\n\x04view\x18\x04 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"S\n\x14SearchFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*R\n\tFaultView\x12\x1a\n\x16\x46\x41ULT_VIEW_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46\x41ULT_VIEW_BASIC\x10\x01\x12\x13\n\x0f\x46\x41ULT_VIEW_FULL\x10\x02\x32\x9e\x04\n\x0c\x46\x61ultService\x12P\n\x0bRecordFault\x12\x1f.faultsvc.v1.RecordFaultRequest\x1a .faultsvc.v1.RecordFaultResponse\x12Y\n\x0eGetLatestFault\x12\".faultsvc.v1.GetLatestFaultRequest\x1a#.faultsvc.v1.GetLatestFaultResponse\x12k\n\x14\x42\x61tchGetLatestFaults\x12(.faultsvc.v1.BatchGetLatestFaultsRequest\x1a).faultsvc.v1.BatchGetLatestFaultsResponse\x12M\n\nListFaults\x12\x1e.faultsvc.v1.ListFaultsRequest\x1a\x1f.faultsvc.v1.ListFaultsResponse\x12P\n\x0b\x43learFaults\x12\x1f.faultsvc.v1.ClearFaultsRequest\x1a .faultsvc.v1.ClearFaultsResponse\x12S\n\x0cSearchFaults\x12 .faultsvc.v1.SearchFaultsRequest\x1a!.faultsvc.v1.SearchFaultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x61ultsvc/v1/fault_service.proto\x12\x0b\x66\x61ultsvc.v1\x1a\x17\x66\x61ultsvc/v1/fault.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n\x12RecordFaultRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x15\n\x08\x66\x61ult_id\x18\x06 \x01(\tH\x00\x88\x01\x01\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x19\n\x11global_request_id\x18\t \x01(\t\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x0b \x01(\tB\x0b\n\t_fault_id\"8\n\x13RecordFaultResponse\x12!\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x12.faultsvc.v1.Fault\"R\n\x15GetLatestFaultRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12$\n\x04view\x18\x02 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\";\n\x16GetLatestFaultResponse\x12!\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x12.faultsvc.v1.Fault\"Y\n\x1b\x42\x61tchGetLatestFaultsRequest\x12\x14\n\x0cinstance_ids\x18\x01 \x03(\t\x12$\n\x04view\x18\x02 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"B\n\x1c\x42\x61tchGetLatestFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\"u\n\x11ListFaultsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12$\n\x04view\x18\x04 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"Q\n\x12ListFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x12\x43learFaultsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\",\n\x13\x43learFaultsResponse\x12\x15\n\rcleared_count\x18\x01 \x01(\x03\"r\n\x13SearchFaultsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12$\n\x04view\x18\x04 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"S\n\x14SearchFaultsResponse\x12\"\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x12.faultsvc.v1.Fault\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"`\n\x12WatchFaultsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\x12$\n\x04view\x18\x03 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"^\n\x13WatchFaultsResponse\x12\x31\n\x0boccurrences\x18\x01 \x03(\x0b\x32\x1c.faultsvc.v1.FaultOccurrence\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\"\xd3\x01\n\x11RankFaultsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einterval_count\x18\x04 \x01(\x05\x12\x12\n\nmax_faults\x18\x05 \x01(\x05\x12$\n\x04view\x18\x06 \x01(\x0e\x32\x16.faultsvc.v1.FaultView\"\xd0\x01\n\x12RankFaultsResponse\x12/\n\rranked_faults\x18\x01 \x03(\x0b\x32\x18.faultsvc.v1.RankedFault\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"c\n\x0bRankedFault\x12!\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x12.faultsvc.v1.Fault\x12\x18\n\x10occurrence_count\x18\x02 \x01(\x03\x12\x17\n\x0finterval_counts\x18\x03 \x03(\x03*R\n\tFaultView\x12\x1a\n\x16\x46\x41ULT_VIEW_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46\x41ULT_VIEW_BASIC\x10\x01\x12\x13\n\x0f\x46\x41ULT_VIEW_FULL\x10\x02\x32\xc1\x05\n\x0c\x46\x61ultService\x12P\n\x0bRecordFault\x12\x1f.faultsvc.v1.RecordFaultRequest\x1a .faultsvc.v1.RecordFaultResponse\x12Y\n\x0eGetLatestFault\x12\".faultsvc.v1.GetLatestFaultRequest\x1a#.faultsvc.v1.GetLatestFaultResponse\x12k\n\x14\x42\x61tchGetLatestFaults\x12(.faultsvc.v1.BatchGetLatestFaultsRequest\x1a).faultsvc.v1.BatchGetLatestFaultsResponse\x12M\n\nListFaults\x12\x1e.faultsvc.v1.ListFaultsRequest\x1a\x1f.faultsvc.v1.ListFaultsResponse\x12P\n\x0b\x43learFaults\x12\x1f.faultsvc.v1.ClearFaultsRequest\x1a .faultsvc.v1.ClearFaultsResponse\x12S\n\x0cSearchFaults\x12 .faultsvc.v1.SearchFaultsRequest\x1a!.faultsvc.v1.SearchFaultsResponse\x12R\n\x0bWatchFaults\x12\x1f.faultsvc.v1.WatchFaultsRequest\x1a .faultsvc.v1.WatchFaultsResponse0\x01\x12M\n\nRankFaults\x12\x1e.faultsvc.v1.RankFaultsRequest\x1a\x1f.faultsvc.v1.RankFaultsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'faultsvc.v1.fault_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FAULTVIEW']._serialized_start=1238
-  _globals['_FAULTVIEW']._serialized_end=1320
-  _globals['_RECORDFAULTREQUEST']._serialized_start=107
-  _globals['_RECORDFAULTREQUEST']._serialized_end=382
-  _globals['_RECORDFAULTRESPONSE']._serialized_start=384
-  _globals['_RECORDFAULTRESPONSE']._serialized_end=440
-  _globals['_GETLATESTFAULTREQUEST']._serialized_start=442
-  _globals['_GETLATESTFAULTREQUEST']._serialized_end=524
-  _globals['_GETLATESTFAULTRESPONSE']._serialized_start=526
-  _globals['_GETLATESTFAULTRESPONSE']._serialized_end=585
-  _globals['_BATCHGETLATESTFAULTSREQUEST']._serialized_start=587
-  _globals['_BATCHGETLATESTFAULTSREQUEST']._serialized_end=676
-  _globals['_BATCHGETLATESTFAULTSRESPONSE']._serialized_start=678
-  _globals['_BATCHGETLATESTFAULTSRESPONSE']._serialized_end=744
-  _globals['_LISTFAULTSREQUEST']._serialized_start=746
-  _globals['_LISTFAULTSREQUEST']._serialized_end=863
-  _globals['_LISTFAULTSRESPONSE']._serialized_start=865
-  _globals['_LISTFAULTSRESPONSE']._serialized_end=946
-  _globals['_CLEARFAULTSREQUEST']._serialized_start=948
-  _globals['_CLEARFAULTSREQUEST']._serialized_end=989
-  _globals['_CLEARFAULTSRESPONSE']._serialized_start=991
-  _globals['_CLEARFAULTSRESPONSE']._serialized_end=1035
-  _globals['_SEARCHFAULTSREQUEST']._serialized_start=1037
-  _globals['_SEARCHFAULTSREQUEST']._serialized_end=1151
-  _globals['_SEARCHFAULTSRESPONSE']._serialized_start=1153
-  _globals['_SEARCHFAULTSRESPONSE']._serialized_end=1236
-  _globals['_FAULTSERVICE']._serialized_start=1323
-  _globals['_FAULTSERVICE']._serialized_end=1865
+  _globals['_FAULTVIEW']._serialized_start=1990
+  _globals['_FAULTVIEW']._serialized_end=2072
+  _globals['_RECORDFAULTREQUEST']._serialized_start=139
+  _globals['_RECORDFAULTREQUEST']._serialized_end=414
+  _globals['_RECORDFAULTRESPONSE']._serialized_start=416
+  _globals['_RECORDFAULTRESPONSE']._serialized_end=472
+  _globals['_GETLATESTFAULTREQUEST']._serialized_start=474
+  _globals['_GETLATESTFAULTREQUEST']._serialized_end=556
+  _globals['_GETLATESTFAULTRESPONSE']._serialized_start=558
+  _globals['_GETLATESTFAULTRESPONSE']._serialized_end=617
+  _globals['_BATCHGETLATESTFAULTSREQUEST']._serialized_start=619
+  _globals['_BATCHGETLATESTFAULTSREQUEST']._serialized_end=708
+  _globals['_BATCHGETLATESTFAULTSRESPONSE']._serialized_start=710
+  _globals['_BATCHGETLATESTFAULTSRESPONSE']._serialized_end=776
+  _globals['_LISTFAULTSREQUEST']._serialized_start=778
+  _globals['_LISTFAULTSREQUEST']._serialized_end=895
+  _globals['_LISTFAULTSRESPONSE']._serialized_start=897
+  _globals['_LISTFAULTSRESPONSE']._serialized_end=978
+  _globals['_CLEARFAULTSREQUEST']._serialized_start=980
+  _globals['_CLEARFAULTSREQUEST']._serialized_end=1021
+  _globals['_CLEARFAULTSRESPONSE']._serialized_start=1023
+  _globals['_CLEARFAULTSRESPONSE']._serialized_end=1067
+  _globals['_SEARCHFAULTSREQUEST']._serialized_start=1069
+  _globals['_SEARCHFAULTSREQUEST']._serialized_end=1183
+  _globals['_SEARCHFAULTSRESPONSE']._serialized_start=1185
+  _globals['_SEARCHFAULTSRESPONSE']._serialized_end=1268
+  _globals['_WATCHFAULTSREQUEST']._serialized_start=1270
+  _globals['_WATCHFAULTSREQUEST']._serialized_end=1366
+  _globals['_WATCHFAULTSRESPONSE']._serialized_start=1368
+  _globals['_WATCHFAULTSRESPONSE']._serialized_end=1462
+  _globals['_RANKFAULTSREQUEST']._serialized_start=1465
+  _globals['_RANKFAULTSREQUEST']._serialized_end=1676
+  _globals['_RANKFAULTSRESPONSE']._serialized_start=1679
+  _globals['_RANKFAULTSRESPONSE']._serialized_end=1887
+  _globals['_RANKEDFAULT']._serialized_start=1889
+  _globals['_RANKEDFAULT']._serialized_end=1988
+  _globals['_FAULTSERVICE']._serialized_start=2075
+  _globals['_FAULTSERVICE']._serialized_end=2780
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from faultsvc.v1 import fault_pb2 as _fault_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -387,9 +388,14 @@ class SearchFaultsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
     filter: _builtins.str
-    """Required. Which faults (AIP-160): one or more `field = "value"`
-    comparisons joined by AND, on `request_id` and `global_request_id`, e.g.
-    `request_id = "req-7c2d..."`. At most 1,024 characters.
+    """Which faults (AIP-160); empty for every fault. Comparisons joined by AND:
+    `field = "value"` on `instance_id`, `source`, `host`, `fingerprint`,
+    `request_id` and `global_request_id` (the request ids of any occurrence
+    of the fault), and `last_occur_time` compared with `<`, `<=`, `>` or
+    `>=` to an RFC 3339 time, e.g. `source = "taskmanager" AND
+    last_occur_time >= "2026-11-29T08:00:00Z"`. At most 1,024 characters;
+    anything else is INVALID_ARGUMENT naming `filter` and where it went
+    wrong.
     """
     page_size: _builtins.int
     """How many faults to return at most: 50 when unset or 0, at most 1,000.
@@ -446,3 +452,210 @@ class SearchFaultsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchFaultsResponse: _TypeAlias = SearchFaultsResponse  # noqa: Y015
+
+@_typing.final
+class WatchFaultsRequest(_message.Message):
+    """The request of WatchFaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    filter: _builtins.str
+    """Which occurrences (AIP-160): those of faults that match every
+    `field = "value"` comparison, joined by AND, on `instance_id`, `source`,
+    `host`, `fingerprint`, and the occurrence's own `request_id` and
+    `global_request_id`; empty for all. Callers that are not admins must
+    compare `instance_id`, and may not compare admin-only fields (`host`).
+    """
+    resume_token: _builtins.str
+    """The `resume_token` of a response of an earlier watch: the stream starts
+    from there instead of from now. Occurrences recorded shortly before the
+    token may come again; each carries its id, so that they can be dropped.
+    A token older than the server's replay window (an hour by default) is
+    OUT_OF_RANGE: search for what happened meanwhile and watch from now.
+    """
+    view: Global___FaultView.ValueType
+    """How much of each fault to return; BASIC (no details) when unspecified."""
+    def __init__(
+        self,
+        *,
+        filter: _builtins.str = ...,
+        resume_token: _builtins.str = ...,
+        view: Global___FaultView.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "resume_token", b"resume_token", "view", b"view"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchFaultsRequest: _TypeAlias = WatchFaultsRequest  # noqa: Y015
+
+@_typing.final
+class WatchFaultsResponse(_message.Message):
+    """A response of WatchFaults: the occurrences recorded since the previous
+    one, or none (a progress notice, sent first and when nothing happened for
+    a while, so that the watcher always holds a fresh resume token).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OCCURRENCES_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    resume_token: _builtins.str
+    """Pass as `resume_token` to resume the watch after this response."""
+    @_builtins.property
+    def occurrences(self) -> _containers.RepeatedCompositeFieldContainer[_fault_pb2.FaultOccurrence]:
+        """Occurrences in the order they were recorded. A burst larger than the
+        response budget comes in several responses.
+        """
+
+    def __init__(
+        self,
+        *,
+        occurrences: _abc.Iterable[_fault_pb2.FaultOccurrence] | None = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["occurrences", b"occurrences", "resume_token", b"resume_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchFaultsResponse: _TypeAlias = WatchFaultsResponse  # noqa: Y015
+
+@_typing.final
+class RankFaultsRequest(_message.Message):
+    """The request of RankFaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    INTERVAL_COUNT_FIELD_NUMBER: _builtins.int
+    MAX_FAULTS_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    filter: _builtins.str
+    """Which faults (AIP-160): `field = "value"` comparisons joined by AND, on
+    `instance_id`, `source`, `host` and `fingerprint`; empty for all.
+    """
+    interval_count: _builtins.int
+    """How many equal intervals the window is cut into for each fault's
+    counts: 12 when unset or 0, at most 100.
+    """
+    max_faults: _builtins.int
+    """How many faults to rank at most: 10 when unset or 0, at most 100."""
+    view: Global___FaultView.ValueType
+    """How much of each fault to return; BASIC (no details) when unspecified."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Required. The start of the window: occurrences that happened at or
+        after it count.
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The end of the window: occurrences that happened before it count. Unset,
+        the server's time of receipt.
+        """
+
+    def __init__(
+        self,
+        *,
+        filter: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        interval_count: _builtins.int = ...,
+        max_faults: _builtins.int = ...,
+        view: Global___FaultView.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "filter", b"filter", "interval_count", b"interval_count", "max_faults", b"max_faults", "start_time", b"start_time", "view", b"view"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankFaultsRequest: _TypeAlias = RankFaultsRequest  # noqa: Y015
+
+@_typing.final
+class RankFaultsResponse(_message.Message):
+    """The response of RankFaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANKED_FAULTS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ranked_faults(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedFault]:
+        """The faults that occurred most in the window, most first."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The window's start, as requested."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The window's end: as requested, or the server's time of receipt."""
+
+    @_builtins.property
+    def interval(self) -> _duration_pb2.Duration:
+        """The length of each interval of the window."""
+
+    def __init__(
+        self,
+        *,
+        ranked_faults: _abc.Iterable[Global___RankedFault] | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        interval: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "interval", b"interval", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "interval", b"interval", "ranked_faults", b"ranked_faults", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankFaultsResponse: _TypeAlias = RankFaultsResponse  # noqa: Y015
+
+@_typing.final
+class RankedFault(_message.Message):
+    """A fault, with how many times it occurred in a window and in each of its
+    intervals.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAULT_FIELD_NUMBER: _builtins.int
+    OCCURRENCE_COUNT_FIELD_NUMBER: _builtins.int
+    INTERVAL_COUNTS_FIELD_NUMBER: _builtins.int
+    occurrence_count: _builtins.int
+    """How many times it occurred in the window."""
+    @_builtins.property
+    def fault(self) -> _fault_pb2.Fault:
+        """The fault (the one of an instance with one fingerprint)."""
+
+    @_builtins.property
+    def interval_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """How many times it occurred in each interval of the window, the first
+        interval first; they add up to `occurrence_count`.
+        """
+
+    def __init__(
+        self,
+        *,
+        fault: _fault_pb2.Fault | None = ...,
+        occurrence_count: _builtins.int = ...,
+        interval_counts: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fault", b"fault"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fault", b"fault", "interval_counts", b"interval_counts", "occurrence_count", b"occurrence_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankedFault: _TypeAlias = RankedFault  # noqa: Y015

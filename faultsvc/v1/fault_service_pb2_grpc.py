@@ -70,6 +70,16 @@ class FaultServiceStub:
                 request_serializer=faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsRequest.SerializeToString,
                 response_deserializer=faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsResponse.FromString,
                 _registered_method=True)
+        self.WatchFaults = channel.unary_stream(
+                '/faultsvc.v1.FaultService/WatchFaults',
+                request_serializer=faultsvc_dot_v1_dot_fault__service__pb2.WatchFaultsRequest.SerializeToString,
+                response_deserializer=faultsvc_dot_v1_dot_fault__service__pb2.WatchFaultsResponse.FromString,
+                _registered_method=True)
+        self.RankFaults = channel.unary_unary(
+                '/faultsvc.v1.FaultService/RankFaults',
+                request_serializer=faultsvc_dot_v1_dot_fault__service__pb2.RankFaultsRequest.SerializeToString,
+                response_deserializer=faultsvc_dot_v1_dot_fault__service__pb2.RankFaultsResponse.FromString,
+                _registered_method=True)
 
 
 class FaultServiceServicer:
@@ -123,9 +133,31 @@ class FaultServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SearchFaults(self, request, context):
-        """Finds the faults of all instances that match a filter, newest first, a
-        page at a time: from a log line's request id to its fault. For admins
-        only: PERMISSION_DENIED for anyone else.
+        """Finds the faults of all instances, or those that match a filter, the one
+        that occurred last first, a page at a time: what is failing across the
+        fleet, or from a log line's request id to its fault. For admins only:
+        PERMISSION_DENIED for anyone else.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchFaults(self, request, context):
+        """Streams every occurrence of a fault recorded from now on (or from a
+        resume token), as it is committed, whichever server recorded it. Admins
+        may watch every instance; anyone else only one instance at a time (a
+        filter with `instance_id = "..."`), and receives admin-only fields
+        cleared. A watcher that falls behind is ended with RESOURCE_EXHAUSTED
+        (reason WATCHER_TOO_SLOW) and resumes from its last resume token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RankFaults(self, request, context):
+        """Ranks the faults that occurred most in a time window, each with how many
+        times it occurred in every interval of the window: whether an error is
+        growing or fading. For admins only: PERMISSION_DENIED for anyone else.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -163,6 +195,16 @@ def add_FaultServiceServicer_to_server(servicer, server):
                     servicer.SearchFaults,
                     request_deserializer=faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsRequest.FromString,
                     response_serializer=faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsResponse.SerializeToString,
+            ),
+            'WatchFaults': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchFaults,
+                    request_deserializer=faultsvc_dot_v1_dot_fault__service__pb2.WatchFaultsRequest.FromString,
+                    response_serializer=faultsvc_dot_v1_dot_fault__service__pb2.WatchFaultsResponse.SerializeToString,
+            ),
+            'RankFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.RankFaults,
+                    request_deserializer=faultsvc_dot_v1_dot_fault__service__pb2.RankFaultsRequest.FromString,
+                    response_serializer=faultsvc_dot_v1_dot_fault__service__pb2.RankFaultsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -333,6 +375,60 @@ class FaultService:
             '/faultsvc.v1.FaultService/SearchFaults',
             faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsRequest.SerializeToString,
             faultsvc_dot_v1_dot_fault__service__pb2.SearchFaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/faultsvc.v1.FaultService/WatchFaults',
+            faultsvc_dot_v1_dot_fault__service__pb2.WatchFaultsRequest.SerializeToString,
+            faultsvc_dot_v1_dot_fault__service__pb2.WatchFaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RankFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faultsvc.v1.FaultService/RankFaults',
+            faultsvc_dot_v1_dot_fault__service__pb2.RankFaultsRequest.SerializeToString,
+            faultsvc_dot_v1_dot_fault__service__pb2.RankFaultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,9 +59,23 @@ class FaultServiceStub:
     recovered. Cleared faults are no longer returned.
     """
     SearchFaults: _grpc.UnaryUnaryMultiCallable[_fault_service_pb2.SearchFaultsRequest, _fault_service_pb2.SearchFaultsResponse]
-    """Finds the faults of all instances that match a filter, newest first, a
-    page at a time: from a log line's request id to its fault. For admins
-    only: PERMISSION_DENIED for anyone else.
+    """Finds the faults of all instances, or those that match a filter, the one
+    that occurred last first, a page at a time: what is failing across the
+    fleet, or from a log line's request id to its fault. For admins only:
+    PERMISSION_DENIED for anyone else.
+    """
+    WatchFaults: _grpc.UnaryStreamMultiCallable[_fault_service_pb2.WatchFaultsRequest, _fault_service_pb2.WatchFaultsResponse]
+    """Streams every occurrence of a fault recorded from now on (or from a
+    resume token), as it is committed, whichever server recorded it. Admins
+    may watch every instance; anyone else only one instance at a time (a
+    filter with `instance_id = "..."`), and receives admin-only fields
+    cleared. A watcher that falls behind is ended with RESOURCE_EXHAUSTED
+    (reason WATCHER_TOO_SLOW) and resumes from its last resume token.
+    """
+    RankFaults: _grpc.UnaryUnaryMultiCallable[_fault_service_pb2.RankFaultsRequest, _fault_service_pb2.RankFaultsResponse]
+    """Ranks the faults that occurred most in a time window, each with how many
+    times it occurred in every interval of the window: whether an error is
+    growing or fading. For admins only: PERMISSION_DENIED for anyone else.
     """
 
 @_typing.type_check_only
@@ -95,9 +109,23 @@ class FaultServiceAsyncStub(FaultServiceStub):
     recovered. Cleared faults are no longer returned.
     """
     SearchFaults: _aio.UnaryUnaryMultiCallable[_fault_service_pb2.SearchFaultsRequest, _fault_service_pb2.SearchFaultsResponse]  # type: ignore[assignment]
-    """Finds the faults of all instances that match a filter, newest first, a
-    page at a time: from a log line's request id to its fault. For admins
-    only: PERMISSION_DENIED for anyone else.
+    """Finds the faults of all instances, or those that match a filter, the one
+    that occurred last first, a page at a time: what is failing across the
+    fleet, or from a log line's request id to its fault. For admins only:
+    PERMISSION_DENIED for anyone else.
+    """
+    WatchFaults: _aio.UnaryStreamMultiCallable[_fault_service_pb2.WatchFaultsRequest, _fault_service_pb2.WatchFaultsResponse]  # type: ignore[assignment]
+    """Streams every occurrence of a fault recorded from now on (or from a
+    resume token), as it is committed, whichever server recorded it. Admins
+    may watch every instance; anyone else only one instance at a time (a
+    filter with `instance_id = "..."`), and receives admin-only fields
+    cleared. A watcher that falls behind is ended with RESOURCE_EXHAUSTED
+    (reason WATCHER_TOO_SLOW) and resumes from its last resume token.
+    """
+    RankFaults: _aio.UnaryUnaryMultiCallable[_fault_service_pb2.RankFaultsRequest, _fault_service_pb2.RankFaultsResponse]  # type: ignore[assignment]
+    """Ranks the faults that occurred most in a time window, each with how many
+    times it occurred in every interval of the window: whether an error is
+    growing or fading. For admins only: PERMISSION_DENIED for anyone else.
     """
 
 class FaultServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -164,9 +192,35 @@ class FaultServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fault_service_pb2.SearchFaultsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fault_service_pb2.SearchFaultsResponse, _abc.Awaitable[_fault_service_pb2.SearchFaultsResponse]]:
-        """Finds the faults of all instances that match a filter, newest first, a
-        page at a time: from a log line's request id to its fault. For admins
-        only: PERMISSION_DENIED for anyone else.
+        """Finds the faults of all instances, or those that match a filter, the one
+        that occurred last first, a page at a time: what is failing across the
+        fleet, or from a log line's request id to its fault. For admins only:
+        PERMISSION_DENIED for anyone else.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchFaults(
+        self,
+        request: _fault_service_pb2.WatchFaultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fault_service_pb2.WatchFaultsResponse], _abc.AsyncIterator[_fault_service_pb2.WatchFaultsResponse]]:
+        """Streams every occurrence of a fault recorded from now on (or from a
+        resume token), as it is committed, whichever server recorded it. Admins
+        may watch every instance; anyone else only one instance at a time (a
+        filter with `instance_id = "..."`), and receives admin-only fields
+        cleared. A watcher that falls behind is ended with RESOURCE_EXHAUSTED
+        (reason WATCHER_TOO_SLOW) and resumes from its last resume token.
+        """
+
+    @_abc_1.abstractmethod
+    def RankFaults(
+        self,
+        request: _fault_service_pb2.RankFaultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fault_service_pb2.RankFaultsResponse, _abc.Awaitable[_fault_service_pb2.RankFaultsResponse]]:
+        """Ranks the faults that occurred most in a time window, each with how many
+        times it occurred in every interval of the window: whether an error is
+        growing or fading. For admins only: PERMISSION_DENIED for anyone else.
         """
 
 def add_FaultServiceServicer_to_server(servicer: FaultServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

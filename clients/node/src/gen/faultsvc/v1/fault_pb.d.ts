@@ -135,3 +135,65 @@ export declare type Fault = Message<"faultsvc.v1.Fault"> & {
  */
 export declare const FaultSchema: GenMessage<Fault>;
 
+/**
+ * One occurrence of a fault, as WatchFaults streams it: when it happened and
+ * was recorded, the request ids it was reported with, and the fault it was
+ * counted into.
+ *
+ * @generated from message faultsvc.v1.FaultOccurrence
+ */
+export declare type FaultOccurrence = Message<"faultsvc.v1.FaultOccurrence"> & {
+  /**
+   * The occurrence's id: the `fault_id` it was recorded with. The first
+   * occurrence of a fault has the fault's own id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * When the error happened, as its reporter said (`occur_time`).
+   *
+   * @generated from field: google.protobuf.Timestamp occur_time = 2;
+   */
+  occurTime?: Timestamp | undefined;
+
+  /**
+   * When the server committed it, by the database's clock: the order of the
+   * feed that WatchFaults follows.
+   *
+   * @generated from field: google.protobuf.Timestamp record_time = 3;
+   */
+  recordTime?: Timestamp | undefined;
+
+  /**
+   * The request id this occurrence was reported with; empty when unknown.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
+
+  /**
+   * The global request id this occurrence was reported with; empty when
+   * unknown.
+   *
+   * @generated from field: string global_request_id = 5;
+   */
+  globalRequestId: string;
+
+  /**
+   * The fault the occurrence was counted into, as it stood with this
+   * occurrence counted: its `occurrence_count` includes it. The message,
+   * details, host and ids are those of the fault's latest occurrence.
+   *
+   * @generated from field: faultsvc.v1.Fault fault = 6;
+   */
+  fault?: Fault | undefined;
+};
+
+/**
+ * Describes the message faultsvc.v1.FaultOccurrence.
+ * Use `create(FaultOccurrenceSchema)` to create a new message.
+ */
+export declare const FaultOccurrenceSchema: GenMessage<FaultOccurrence>;
+

@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import type { Fault } from "./fault_pb.js";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Fault, FaultOccurrence } from "./fault_pb.js";
 
 /**
  * Describes the file faultsvc/v1/fault_service.proto.
@@ -348,9 +348,14 @@ export declare const ClearFaultsResponseSchema: GenMessage<ClearFaultsResponse>;
  */
 export declare type SearchFaultsRequest = Message<"faultsvc.v1.SearchFaultsRequest"> & {
   /**
-   * Required. Which faults (AIP-160): one or more `field = "value"`
-   * comparisons joined by AND, on `request_id` and `global_request_id`, e.g.
-   * `request_id = "req-7c2d..."`. At most 1,024 characters.
+   * Which faults (AIP-160); empty for every fault. Comparisons joined by AND:
+   * `field = "value"` on `instance_id`, `source`, `host`, `fingerprint`,
+   * `request_id` and `global_request_id` (the request ids of any occurrence
+   * of the fault), and `last_occur_time` compared with `<`, `<=`, `>` or
+   * `>=` to an RFC 3339 time, e.g. `source = "taskmanager" AND
+   * last_occur_time >= "2026-11-29T08:00:00Z"`. At most 1,024 characters;
+   * anything else is INVALID_ARGUMENT naming `filter` and where it went
+   * wrong.
    *
    * @generated from field: string filter = 1;
    */
@@ -413,6 +418,214 @@ export declare type SearchFaultsResponse = Message<"faultsvc.v1.SearchFaultsResp
  * Use `create(SearchFaultsResponseSchema)` to create a new message.
  */
 export declare const SearchFaultsResponseSchema: GenMessage<SearchFaultsResponse>;
+
+/**
+ * The request of WatchFaults.
+ *
+ * @generated from message faultsvc.v1.WatchFaultsRequest
+ */
+export declare type WatchFaultsRequest = Message<"faultsvc.v1.WatchFaultsRequest"> & {
+  /**
+   * Which occurrences (AIP-160): those of faults that match every
+   * `field = "value"` comparison, joined by AND, on `instance_id`, `source`,
+   * `host`, `fingerprint`, and the occurrence's own `request_id` and
+   * `global_request_id`; empty for all. Callers that are not admins must
+   * compare `instance_id`, and may not compare admin-only fields (`host`).
+   *
+   * @generated from field: string filter = 1;
+   */
+  filter: string;
+
+  /**
+   * The `resume_token` of a response of an earlier watch: the stream starts
+   * from there instead of from now. Occurrences recorded shortly before the
+   * token may come again; each carries its id, so that they can be dropped.
+   * A token older than the server's replay window (an hour by default) is
+   * OUT_OF_RANGE: search for what happened meanwhile and watch from now.
+   *
+   * @generated from field: string resume_token = 2;
+   */
+  resumeToken: string;
+
+  /**
+   * How much of each fault to return; BASIC (no details) when unspecified.
+   *
+   * @generated from field: faultsvc.v1.FaultView view = 3;
+   */
+  view: FaultView;
+};
+
+/**
+ * Describes the message faultsvc.v1.WatchFaultsRequest.
+ * Use `create(WatchFaultsRequestSchema)` to create a new message.
+ */
+export declare const WatchFaultsRequestSchema: GenMessage<WatchFaultsRequest>;
+
+/**
+ * A response of WatchFaults: the occurrences recorded since the previous
+ * one, or none (a progress notice, sent first and when nothing happened for
+ * a while, so that the watcher always holds a fresh resume token).
+ *
+ * @generated from message faultsvc.v1.WatchFaultsResponse
+ */
+export declare type WatchFaultsResponse = Message<"faultsvc.v1.WatchFaultsResponse"> & {
+  /**
+   * Occurrences in the order they were recorded. A burst larger than the
+   * response budget comes in several responses.
+   *
+   * @generated from field: repeated faultsvc.v1.FaultOccurrence occurrences = 1;
+   */
+  occurrences: FaultOccurrence[];
+
+  /**
+   * Pass as `resume_token` to resume the watch after this response.
+   *
+   * @generated from field: string resume_token = 2;
+   */
+  resumeToken: string;
+};
+
+/**
+ * Describes the message faultsvc.v1.WatchFaultsResponse.
+ * Use `create(WatchFaultsResponseSchema)` to create a new message.
+ */
+export declare const WatchFaultsResponseSchema: GenMessage<WatchFaultsResponse>;
+
+/**
+ * The request of RankFaults.
+ *
+ * @generated from message faultsvc.v1.RankFaultsRequest
+ */
+export declare type RankFaultsRequest = Message<"faultsvc.v1.RankFaultsRequest"> & {
+  /**
+   * Which faults (AIP-160): `field = "value"` comparisons joined by AND, on
+   * `instance_id`, `source`, `host` and `fingerprint`; empty for all.
+   *
+   * @generated from field: string filter = 1;
+   */
+  filter: string;
+
+  /**
+   * Required. The start of the window: occurrences that happened at or
+   * after it count.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * The end of the window: occurrences that happened before it count. Unset,
+   * the server's time of receipt.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * How many equal intervals the window is cut into for each fault's
+   * counts: 12 when unset or 0, at most 100.
+   *
+   * @generated from field: int32 interval_count = 4;
+   */
+  intervalCount: number;
+
+  /**
+   * How many faults to rank at most: 10 when unset or 0, at most 100.
+   *
+   * @generated from field: int32 max_faults = 5;
+   */
+  maxFaults: number;
+
+  /**
+   * How much of each fault to return; BASIC (no details) when unspecified.
+   *
+   * @generated from field: faultsvc.v1.FaultView view = 6;
+   */
+  view: FaultView;
+};
+
+/**
+ * Describes the message faultsvc.v1.RankFaultsRequest.
+ * Use `create(RankFaultsRequestSchema)` to create a new message.
+ */
+export declare const RankFaultsRequestSchema: GenMessage<RankFaultsRequest>;
+
+/**
+ * The response of RankFaults.
+ *
+ * @generated from message faultsvc.v1.RankFaultsResponse
+ */
+export declare type RankFaultsResponse = Message<"faultsvc.v1.RankFaultsResponse"> & {
+  /**
+   * The faults that occurred most in the window, most first.
+   *
+   * @generated from field: repeated faultsvc.v1.RankedFault ranked_faults = 1;
+   */
+  rankedFaults: RankedFault[];
+
+  /**
+   * The window's start, as requested.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * The window's end: as requested, or the server's time of receipt.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * The length of each interval of the window.
+   *
+   * @generated from field: google.protobuf.Duration interval = 4;
+   */
+  interval?: Duration | undefined;
+};
+
+/**
+ * Describes the message faultsvc.v1.RankFaultsResponse.
+ * Use `create(RankFaultsResponseSchema)` to create a new message.
+ */
+export declare const RankFaultsResponseSchema: GenMessage<RankFaultsResponse>;
+
+/**
+ * A fault, with how many times it occurred in a window and in each of its
+ * intervals.
+ *
+ * @generated from message faultsvc.v1.RankedFault
+ */
+export declare type RankedFault = Message<"faultsvc.v1.RankedFault"> & {
+  /**
+   * The fault (the one of an instance with one fingerprint).
+   *
+   * @generated from field: faultsvc.v1.Fault fault = 1;
+   */
+  fault?: Fault | undefined;
+
+  /**
+   * How many times it occurred in the window.
+   *
+   * @generated from field: int64 occurrence_count = 2;
+   */
+  occurrenceCount: bigint;
+
+  /**
+   * How many times it occurred in each interval of the window, the first
+   * interval first; they add up to `occurrence_count`.
+   *
+   * @generated from field: repeated int64 interval_counts = 3;
+   */
+  intervalCounts: bigint[];
+};
+
+/**
+ * Describes the message faultsvc.v1.RankedFault.
+ * Use `create(RankedFaultSchema)` to create a new message.
+ */
+export declare const RankedFaultSchema: GenMessage<RankedFault>;
 
 /**
  * How much of each fault a read returns (AIP-157).
@@ -516,9 +729,10 @@ export declare const FaultService: GenService<{
     output: typeof ClearFaultsResponseSchema;
   },
   /**
-   * Finds the faults of all instances that match a filter, newest first, a
-   * page at a time: from a log line's request id to its fault. For admins
-   * only: PERMISSION_DENIED for anyone else.
+   * Finds the faults of all instances, or those that match a filter, the one
+   * that occurred last first, a page at a time: what is failing across the
+   * fleet, or from a log line's request id to its fault. For admins only:
+   * PERMISSION_DENIED for anyone else.
    *
    * @generated from rpc faultsvc.v1.FaultService.SearchFaults
    */
@@ -526,6 +740,33 @@ export declare const FaultService: GenService<{
     methodKind: "unary";
     input: typeof SearchFaultsRequestSchema;
     output: typeof SearchFaultsResponseSchema;
+  },
+  /**
+   * Streams every occurrence of a fault recorded from now on (or from a
+   * resume token), as it is committed, whichever server recorded it. Admins
+   * may watch every instance; anyone else only one instance at a time (a
+   * filter with `instance_id = "..."`), and receives admin-only fields
+   * cleared. A watcher that falls behind is ended with RESOURCE_EXHAUSTED
+   * (reason WATCHER_TOO_SLOW) and resumes from its last resume token.
+   *
+   * @generated from rpc faultsvc.v1.FaultService.WatchFaults
+   */
+  watchFaults: {
+    methodKind: "server_streaming";
+    input: typeof WatchFaultsRequestSchema;
+    output: typeof WatchFaultsResponseSchema;
+  },
+  /**
+   * Ranks the faults that occurred most in a time window, each with how many
+   * times it occurred in every interval of the window: whether an error is
+   * growing or fading. For admins only: PERMISSION_DENIED for anyone else.
+   *
+   * @generated from rpc faultsvc.v1.FaultService.RankFaults
+   */
+  rankFaults: {
+    methodKind: "unary";
+    input: typeof RankFaultsRequestSchema;
+    output: typeof RankFaultsResponseSchema;
   },
 }>;
 
