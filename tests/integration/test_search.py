@@ -68,12 +68,10 @@ async def test_cleared_faults_are_not_found(stub: Stub) -> None:
 @pytest.mark.parametrize(
     "filter_",
     [
-        "",
-        "   ",
         'request_id = "',
         "request_id = req-1",
         'request_id == "req-1"',
-        'instance_id = "i-1"',
+        'trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"',
         'request_id = "req-1" OR request_id = "req-2"',
         'request_id = "req-1" AND',
         'request_id = "req-1" AND request_id = "req-2"',
