@@ -31,8 +31,22 @@ def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 5.0
         # error, logged with its traceback, must not quote them.
         hide_parameters=True,
     )
+    sa.event.listen(engine.sync_engine, "connect", _utc_session)
     sa.event.listen(engine.sync_engine, "connect", _wait_for_cluster_writes)
     return engine
+
+
+def _utc_session(dbapi_connection: Any, _record: Any) -> None:
+    """Makes the database's clock (CURRENT_TIMESTAMP) read UTC, as every stored time is.
+
+    The time an occurrence was recorded is the database's (its column's
+    default), whatever the server's time zone.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SET time_zone = '+00:00'")
+    finally:
+        cursor.close()
 
 
 def _wait_for_cluster_writes(dbapi_connection: Any, _record: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from faultsvc.metrics import Metrics
 from faultsvc.storage import retention
 from faultsvc.storage.batching import Batcher, BatchFunction
 from faultsvc.storage.failover import DatabaseEndpoints
+from faultsvc.storage.fleet import recording_time
 from faultsvc.storage.tables import CLEARED, LIVE
 from faultsvc.storage.tables import fault_occurrences as occurrences
 from faultsvc.storage.tables import instance_faults as faults
@@ -350,6 +351,7 @@ class FaultStore:
             await connection.execute(upsert, [rows[key] for key in released])
             live |= await self._live_faults(connection, released)
         counted = {fault.id: live[_fault_key(fault)] for fault in new}
+        recorded = recording_time(connection.dialect.name)
         await connection.execute(
             INSERT_OCCURRENCES,
             [
@@ -360,6 +362,7 @@ class FaultStore:
                     "request_id": fault.request_id,
                     "global_request_id": fault.global_request_id,
                 }
+                | recorded
                 for fault in new
             ],
         )
@@ -456,43 +459,6 @@ class FaultStore:
         async def read(connection: AsyncConnection, _attempt: int) -> list[StoredFault]:
             rows = await connection.execute(query, parameters)
             return [StoredFault.from_row(row) for row in rows]
-
-        return await self._transactions.run(read)
-
-    async def search(
-        self,
-        criteria: Mapping[str, str],
-        limit: int,
-        after: Cursor | None = None,
-        *,
-        with_details: bool = True,
-    ) -> list[StoredFault]:
-        """Up to `limit` live faults of any instance that one of whose occurrences matches.
-
-        `criteria` are request ids (request_id, global_request_id), each
-        indexed on the occurrences; a fault matches when one occurrence holds
-        them all. Faults recorded before occurrences were kept match by their
-        own (latest) ids. Latest occurrence first, as histories.
-        """
-        matching_ids = sa.union(
-            sa.select(occurrences.c.fault_id).where(
-                *(occurrences.c[column] == value for column, value in criteria.items())
-            ),
-            sa.select(faults.c.id).where(
-                *(faults.c[column] == value for column, value in criteria.items())
-            ),
-        )
-        query = (
-            sa.select(*(FAULT_COLUMNS if with_details else BASIC_COLUMNS))
-            .where(LIVE, faults.c.id.in_(matching_ids))
-            .order_by(faults.c.last_occurred.desc(), faults.c.id.desc())
-            .limit(limit)
-        )
-        if after is not None:
-            query = query.where(_older_than(after.last_occurred, after.id))
-
-        async def read(connection: AsyncConnection, _attempt: int) -> list[StoredFault]:
-            return [StoredFault.from_row(row) for row in await connection.execute(query)]
 
         return await self._transactions.run(read)
 

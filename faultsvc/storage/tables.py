@@ -54,6 +54,15 @@ instance_faults = sa.Table(
     sa.Index("ux_instance_faults_live_fingerprint", "instance_id", "live_fingerprint", unique=True),
     sa.Index("ix_instance_faults_request_id", "request_id"),
     sa.Index("ix_instance_faults_global_request_id", "global_request_id"),
+    # A newest-first page of every instance's faults, whole or of one source,
+    # host or fingerprint, is a range of one of these (docs/fleet.md).
+    sa.Index("ix_instance_faults_last_occurred", "deleted", "last_occurred", "id"),
+    *(
+        sa.Index(
+            f"ix_instance_faults_{column}_last_occurred", column, "deleted", "last_occurred", "id"
+        )
+        for column in ("source", "host", "fingerprint")
+    ),
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",
     mysql_engine="InnoDB",
@@ -72,8 +81,15 @@ fault_occurrences = sa.Table(
     sa.Column(
         "global_request_id", sa.String(REQUEST_ID_MAX_CHARS), nullable=False, server_default=""
     ),
-    sa.Index("ix_fault_occurrences_fault_id", "fault_id"),
-    sa.Index("ix_fault_occurrences_occurred", "occurred"),
+    # When the server committed the occurrence, by the database's clock: the
+    # order of the feed WatchFaults follows. MySQL fills it in
+    # (CURRENT_TIMESTAMP(6), in the UTC of faultsvc's sessions); SQLite, whose
+    # writers share one host's clock, is given it. 1970 for occurrences
+    # recorded before it was kept.
+    sa.Column("recorded", UtcDateTime, nullable=False, server_default="1970-01-01 00:00:00"),
+    sa.Index("ix_fault_occurrences_fault_id_occurred", "fault_id", "occurred"),
+    sa.Index("ix_fault_occurrences_occurred_fault_id", "occurred", "fault_id"),
+    sa.Index("ix_fault_occurrences_recorded", "recorded", "id"),
     sa.Index("ix_fault_occurrences_request_id", "request_id"),
     sa.Index("ix_fault_occurrences_global_request_id", "global_request_id"),
     mysql_charset="utf8mb4",
