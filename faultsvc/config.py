@@ -173,6 +173,30 @@ class Settings(BaseSettings):
         ge=1,
         description="`db purge` clears each instance's faults beyond its newest N; off when unset",
     )
+    watch_poll_seconds: float = Field(
+        0.5, gt=0, le=60, description="how often the feed WatchFaults follows is read"
+    )
+    watch_overlap_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="how far behind the database's clock each read of the feed looks again, "
+        "for occurrences that committed late (docs/fleet.md)",
+    )
+    watch_queue_size: int = Field(
+        1000,
+        ge=1,
+        description="occurrences that may wait for a watcher; past it, the watcher is ended "
+        "with WATCHER_TOO_SLOW and its resume token",
+    )
+    max_watchers: int = Field(
+        1000, ge=1, description="WatchFaults streams each process follows at once"
+    )
+    watch_max_replay_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="how old a resume token may be; older ones are OUT_OF_RANGE",
+    )
 
     @field_validator("database_url", mode="before")
     @classmethod

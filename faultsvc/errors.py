@@ -8,7 +8,7 @@ again later, a `google.rpc.RetryInfo`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -47,6 +47,10 @@ class FaultServiceError(Exception):
         """The google.rpc details beside ErrorInfo and RetryInfo; none by default."""
         return ()
 
+    def error_metadata(self) -> Mapping[str, str]:
+        """What the ErrorInfo carries beside its reason (AIP-193 `metadata`); none by default."""
+        return {}
+
     def status(self) -> grpc.Status:
         return error_status(
             self.code,
@@ -54,6 +58,7 @@ class FaultServiceError(Exception):
             self.reason,
             self.details(),
             retry_after_seconds=self.retry_after_seconds,
+            metadata=self.error_metadata(),
         )
 
 
@@ -64,12 +69,13 @@ def error_status(
     details: Sequence[Message] = (),
     *,
     retry_after_seconds: float | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> grpc.Status:
     """A status with an ErrorInfo, `details`, and a RetryInfo when it should be retried."""
     if retry_after_seconds is None and code == grpc.StatusCode.UNAVAILABLE:
         retry_after_seconds = RETRY_DELAY_SECONDS
     carried = [
-        error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN),
+        error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {}),
         *details,
     ]
     if retry_after_seconds is not None:
@@ -177,3 +183,42 @@ class Overloaded(Unavailable):
     """Too many calls already wait for the database: turned away at once, before any work."""
 
     reason = "OVERLOADED"
+
+
+class WatchEnded(FaultServiceError):
+    """A watch the server ends; the ErrorInfo's `resume_token` is where to resume it from."""
+
+    def __init__(self, message: str, resume_token: str = "") -> None:
+        super().__init__(f"{message}; resume from the last resume_token")
+        self.resume_token = resume_token
+
+    def error_metadata(self) -> Mapping[str, str]:
+        return {"resume_token": self.resume_token} if self.resume_token else {}
+
+
+class WatcherTooSlow(WatchEnded):
+    """A watcher read more slowly than occurrences were recorded, and its queue filled up."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "WATCHER_TOO_SLOW"
+
+
+class WatchInterrupted(WatchEnded):
+    """The server stops, or the database does not answer: watch again, from the token."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "WATCH_INTERRUPTED"
+
+
+class TooManyWatchers(FaultServiceError):
+    """The process follows as many watchers as it may; another one is turned away."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "TOO_MANY_WATCHERS"
+
+
+class ResumeTokenExpired(FaultServiceError):
+    """A resume token older than the replay window: what came after it is not replayed."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+    reason = "RESUME_TOKEN_EXPIRED"
