@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import logging
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.config import Settings
 from faultsvc.decoding import DecodingInterceptor
+from faultsvc.feed import FaultFeed
 from faultsvc.health import DatabaseHealth
 from faultsvc.interceptors import ErrorInterceptor, MetricsInterceptor, RedactionInterceptor
 from faultsvc.metrics import Metrics
@@ -32,6 +34,7 @@ from faultsvc.policy.scrub import Scrubber
 from faultsvc.servicer import FaultServicer
 from faultsvc.storage.batching import Batcher
 from faultsvc.storage.failover import DatabaseEndpoints
+from faultsvc.storage.fleet import FleetStore
 from faultsvc.storage.migrate import migrate
 from faultsvc.storage.store import FaultStore, MakeBatcher
 from faultsvc.v1 import fault_service_pb2, fault_service_pb2_grpc
@@ -56,6 +59,7 @@ class FaultServer:
     settings: Settings
     server: grpc.aio.Server
     store: FaultStore
+    feed: FaultFeed
     health: DatabaseHealth
     port: int
     metrics_registry: CollectorRegistry
@@ -78,17 +82,29 @@ class FaultServer:
 
     async def start(self) -> None:
         self.store.start()
+        self.feed.start()
         await self.health.start()
         await self.server.start()
         log.info("faultsvc serving on %s", self.target)
 
     async def broken(self) -> BaseException:
         """Returns when a part of the server failed, with its error: the server must then stop."""
-        return await self.store.broken()
+        parts = [asyncio.ensure_future(part.broken()) for part in (self.store, self.feed)]
+        try:
+            done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+            return done.pop().result()
+        finally:
+            for part in parts:
+                part.cancel()
 
     async def stop(self) -> None:
-        """Graceful: refuse new calls, let in-flight ones finish, drain writes, close the pool."""
+        """Graceful: refuse new calls, let in-flight ones finish, drain writes, close the pool.
+
+        Watches are ended first, each with its resume token: a stream would
+        otherwise hold the server for the whole grace period.
+        """
         await self.health.close()
+        await self.feed.close()
         await self.server.stop(self.settings.grace_seconds)
         await self.store.close()
         if self.tracer_provider is not None:
@@ -125,8 +141,21 @@ async def build_server(
         make_batcher=_make_batcher(tracer_provider),
     )
     server = _grpc_server(settings, interceptors, reuse_port=reuse_port)
+    fleet = FleetStore(database)
+    feed = FaultFeed(
+        fleet,
+        poll_seconds=settings.watch_poll_seconds,
+        overlap_seconds=settings.watch_overlap_seconds,
+        queue_size=settings.watch_queue_size,
+        max_watchers=settings.max_watchers,
+        max_replay_seconds=settings.watch_max_replay_seconds,
+    )
     servicer = FaultServicer(
-        store, Scrubber(settings.scrub_patterns, settings.scrub_mask), settings.max_response_bytes
+        store,
+        Scrubber(settings.scrub_patterns, settings.scrub_mask),
+        settings.max_response_bytes,
+        fleet=fleet,
+        feed=feed,
     )
     health_servicer = _add_services(server, servicer)
     if credentials is None:
@@ -134,7 +163,7 @@ async def build_server(
     else:
         port = server.add_secure_port(settings.listen, credentials)
     health = DatabaseHealth(store, health_servicer, [FAULT_SERVICE], settings.health_check_seconds)
-    return FaultServer(settings, server, store, health, port, registry, own_tracer_provider)
+    return FaultServer(settings, server, store, feed, health, port, registry, own_tracer_provider)
 
 
 def _interceptors(

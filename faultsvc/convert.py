@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from faultsvc.faults import StoredFault
+from faultsvc.occurrences import RecordedOccurrence
 from faultsvc.v1 import fault_pb2
 
 
@@ -26,6 +27,23 @@ def fault_message(fault: StoredFault) -> fault_pb2.Fault:
         fingerprint=fault.fingerprint,
         occurrence_count=fault.occurrence_count,
         last_occur_time=timestamp(fault.last_occurred),
+    )
+
+
+def occurrence_message(
+    occurrence: RecordedOccurrence, *, with_details: bool
+) -> fault_pb2.FaultOccurrence:
+    """The occurrence with its fault; without details, when the caller did not ask for them."""
+    fault = fault_message(occurrence.fault)
+    if not with_details:
+        fault.ClearField("details")
+    return fault_pb2.FaultOccurrence(
+        id=occurrence.id,
+        occur_time=timestamp(occurrence.occurred),
+        record_time=timestamp(occurrence.recorded),
+        request_id=occurrence.request_id,
+        global_request_id=occurrence.global_request_id,
+        fault=fault,
     )
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
+from typing import Literal
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
 from faultsvc import faults, filters, pagination
-from faultsvc.convert import fault_message, naive_utc
-from faultsvc.errors import InvalidArgument, PermissionDenied, ResponseTooLarge
+from faultsvc.convert import fault_message, naive_utc, occurrence_message, timestamp
+from faultsvc.errors import InvalidArgument, ResponseTooLarge
 from faultsvc.faults import (
     DETAILS_MAX_BYTES,
     LABEL_MAX_CHARS,
@@ -18,9 +21,13 @@ from faultsvc.faults import (
     Fault,
     StoredFault,
 )
+from faultsvc.feed import FaultFeed, FeedBatch, decode_resume_token
 from faultsvc.fingerprints import fingerprint_of
+from faultsvc.occurrences import Window, ranked_count
 from faultsvc.policy.redaction import stripping_admin_only
+from faultsvc.policy.scope import check_watch_scope, require_admin
 from faultsvc.policy.scrub import Scrubber
+from faultsvc.storage.fleet import FleetStore
 from faultsvc.storage.store import FaultStore
 from faultsvc.v1 import fault_pb2, fault_service_pb2_grpc
 from faultsvc.v1 import fault_service_pb2 as pb
@@ -44,8 +51,13 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
         store: FaultStore,
         scrubber: Scrubber | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        *,
+        fleet: FleetStore,
+        feed: FaultFeed,
     ) -> None:
         self._store = store
+        self._fleet = fleet
+        self._feed = feed
         self._scrubber = scrubber or Scrubber()
         # One large request scrubbed at a time: threads scrubbing at once would
         # take turns with the event loop for the GIL, and each would add to its wait.
@@ -120,16 +132,88 @@ class FaultServicer(fault_service_pb2_grpc.FaultServiceServicer):
     async def SearchFaults(
         self, request: pb.SearchFaultsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.SearchFaultsResponse:
-        if stripping_admin_only():
-            raise PermissionDenied("SearchFaults is for admins: it reads every instance's faults")
-        criteria = filters.parse_filter(request.filter)
+        require_admin("SearchFaults")
+        fault_filter = filters.parse_filter(request.filter, filters.SEARCH)
         limit = pagination.page_size(request.page_size)
         scope = f"search:{request.filter}"
         after = pagination.decode_page_token(request.page_token, scope, "filter")
         with_details = reads_details(request.view, default=pb.FAULT_VIEW_FULL)
-        rows = await self._store.search(criteria, limit + 1, after, with_details=with_details)
+        rows = await self._fleet.search(fault_filter, limit + 1, after, with_details=with_details)
         messages, next_page_token = self._page(rows, limit, scope)
         return pb.SearchFaultsResponse(faults=messages, next_page_token=next_page_token)
+
+    async def WatchFaults(
+        self, request: pb.WatchFaultsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.WatchFaultsResponse]:
+        fault_filter = filters.parse_filter(request.filter, filters.WATCH)
+        check_watch_scope(fault_filter)
+        resume_from = decode_resume_token(request.resume_token)
+        if resume_from is not None:
+            self._feed.check_resume_position(resume_from)
+        with_details = reads_details(request.view, default=pb.FAULT_VIEW_BASIC)
+        token = request.resume_token
+        async for batch in self._feed.watch(fault_filter, resume_from, with_details=with_details):
+            for response in self._watch_responses(batch, token, with_details=with_details):
+                token = response.resume_token
+                yield response
+
+    def _watch_responses(
+        self, batch: FeedBatch, previous_token: str, *, with_details: bool
+    ) -> Iterator[pb.WatchFaultsResponse]:
+        """A batch as responses that each fit the response budget.
+
+        Each but the last resumes where the one before did: a token must not
+        claim the rest of the batch.
+        """
+        response = pb.WatchFaultsResponse()
+        size = 0
+        for occurrence in batch.occurrences:
+            message = occurrence_message(occurrence, with_details=with_details)
+            size += message.ByteSize() + FRAMING_BYTES
+            if response.occurrences and size > self._max_response_bytes:
+                response.resume_token = previous_token
+                yield response
+                response = pb.WatchFaultsResponse()
+                size = message.ByteSize() + FRAMING_BYTES
+            response.occurrences.append(message)
+        response.resume_token = batch.resume_token
+        yield response
+
+    async def RankFaults(
+        self, request: pb.RankFaultsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.RankFaultsResponse:
+        require_admin("RankFaults")
+        fault_filter = filters.parse_filter(request.filter, filters.RANK)
+        start = window_time(request, "start_time")
+        if start is None:
+            raise InvalidArgument.field("start_time", "is required: the start of the window")
+        end = window_time(request, "end_time") or faults.utc_now()
+        window = Window.checked(start, end, request.interval_count)
+        limit = ranked_count(request.max_faults)
+        with_details = reads_details(request.view, default=pb.FAULT_VIEW_BASIC)
+        ranked = await self._fleet.rank(fault_filter, window, limit, with_details=with_details)
+        interval = Duration()
+        interval.FromTimedelta(window.interval)
+        response = pb.RankFaultsResponse(
+            ranked_faults=[
+                pb.RankedFault(
+                    fault=fault_message(item.fault),
+                    occurrence_count=item.occurrences,
+                    interval_counts=item.interval_counts,
+                )
+                for item in ranked
+            ],
+            start_time=timestamp(window.start),
+            end_time=timestamp(window.end),
+            interval=interval,
+        )
+        if response.ByteSize() > self._max_response_bytes:
+            raise ResponseTooLarge(
+                f"the {len(ranked)} faults come to {response.ByteSize():,} bytes, over the "
+                f"response budget of {self._max_response_bytes:,}: ask for fewer faults"
+                + (", or for the BASIC view" if with_details else "")
+            )
+        return response
 
     def _page(
         self, rows: list[StoredFault], limit: int, scope: str
@@ -170,6 +254,21 @@ def reads_details(view: pb.FaultView.ValueType, *, default: pb.FaultView.ValueTy
     if view not in pb.FaultView.values():
         raise InvalidArgument.field("view", f"is not a FaultView: {view}")
     return (view or default) == pb.FAULT_VIEW_FULL and not stripping_admin_only()
+
+
+def window_time(
+    request: pb.RankFaultsRequest, field: Literal["start_time", "end_time"]
+) -> datetime | None:
+    """A time of the window, checked; None when unset."""
+    if not request.HasField(field):
+        return None
+    try:
+        moment = naive_utc(getattr(request, field))
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(field, "is not a valid timestamp") from None
+    if moment < faults.EARLIEST_OCCUR_TIME:
+        raise InvalidArgument.field(field, "must not be before 1970-01-01")
+    return moment
 
 
 def framed_size(message: fault_pb2.Fault) -> int:

@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 from faultsvc.v1 import fault_service_pb2 as pb
 from tests.support.calls import Metadata, Stub, record
 from tests.support.redaction import admin_only_values
-from tests.support.rpcs import ADMIN_ONLY_METHODS, METHODS, REQUESTS, request_id_of
+from tests.support.rpcs import ADMIN_ONLY_METHODS, METHODS, REQUESTS, answer, request_id_of
 
 NOT_ADMIN: list[Metadata] = [
     None,
@@ -46,8 +46,7 @@ async def call(stub: Stub, method: str, metadata: Metadata) -> Message:
             trace_id=TRACE_ID,
             request_id=request_id_of(instance),
         )
-    response: Message = await getattr(stub, method)(REQUESTS[method](instance), metadata=metadata)
-    return response
+    return await answer(stub, method, REQUESTS[method](instance), metadata=metadata)
 
 
 @pytest.mark.parametrize("metadata", NOT_ADMIN)
@@ -72,7 +71,15 @@ async def test_non_admin_never_sees_details_on_any_rpc(
 @pytest.mark.parametrize("metadata", ADMIN)
 @pytest.mark.parametrize(
     "method",
-    ["RecordFault", "GetLatestFault", "BatchGetLatestFaults", "ListFaults", "SearchFaults"],
+    [
+        "RecordFault",
+        "GetLatestFault",
+        "BatchGetLatestFaults",
+        "ListFaults",
+        "SearchFaults",
+        "WatchFaults",
+        "RankFaults",
+    ],
 )
 async def test_admin_sees_details_and_host(stub: Stub, method: str, metadata: Metadata) -> None:
     response = await call(stub, method, metadata)

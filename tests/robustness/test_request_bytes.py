@@ -51,6 +51,8 @@ VALID: dict[str, Message] = {
     "ListFaults": pb.ListFaultsRequest(instance_id="i-valid"),
     "ClearFaults": pb.ClearFaultsRequest(instance_id="i-valid"),
     "SearchFaults": pb.SearchFaultsRequest(filter='request_id = "req-1"'),
+    "WatchFaults": pb.WatchFaultsRequest(filter='instance_id = "i-valid"'),
+    "RankFaults": pb.RankFaultsRequest(start_time=timestamp_pb2.Timestamp(seconds=1_795_000_000)),
 }
 
 STRING_FIELDS = [

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import grpc
+
+from faultsvc.handlers import method_descriptor
 
 VARINT, FIXED64, LENGTH_DELIMITED, START_GROUP, END_GROUP, FIXED32 = range(6)
 
@@ -35,8 +40,24 @@ def number(number: int, value: int) -> bytes:
     return tag(number, VARINT) + varint(value)
 
 
-def raw_method(
-    channel: grpc.aio.Channel, method: str
-) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
-    """A unary method that takes and returns bytes as they are on the wire."""
-    return channel.unary_unary(method)
+def raw_method(channel: grpc.aio.Channel, method: str) -> Callable[..., Awaitable[bytes]]:
+    """A method that takes and returns bytes as they are on the wire.
+
+    A method that answers with a stream answers with its first response; the
+    stream is then cancelled.
+    """
+    descriptor = method_descriptor(method)
+    if descriptor is None or not descriptor.server_streaming:
+        return channel.unary_unary(method)
+    stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(method)
+
+    async def first_response(data: bytes, **options: Any) -> bytes:
+        call = stream(data, **options)
+        try:
+            response = await call.read()
+        finally:
+            call.cancel()
+        assert isinstance(response, bytes), "the stream ended without a response"
+        return response
+
+    return first_response

@@ -16,7 +16,7 @@ from faultsvc.app import FaultServer
 from faultsvc.policy.auth import INVALID_TOKEN, MALFORMED_TOKEN, MISSING_TOKEN
 from faultsvc.v1 import fault_service_pb2 as pb
 from tests.support.calls import Metadata, Stub, stub_of
-from tests.support.rpcs import ADMIN_ONLY_METHODS, METHODS, REQUESTS, SERVICE
+from tests.support.rpcs import ADMIN_ONLY_METHODS, METHODS, REQUESTS, SERVICE, answer
 from tests.support.tokens import ADMIN_TOKEN, FORWARDING_TOKEN, READER_TOKEN, bearer
 
 WRONG_TOKEN = "not-a-configured-token-5f6e7d8c9b0a"
@@ -29,10 +29,9 @@ async def stub(token_server: FaultServer) -> AsyncIterator[Stub]:
 
 
 async def call(stub: Stub, method: str, metadata: Metadata) -> Message:
-    response: Message = await getattr(stub, method)(
-        REQUESTS[method](str(uuid.uuid4())), metadata=metadata, timeout=10
+    return await answer(
+        stub, method, REQUESTS[method](str(uuid.uuid4())), metadata=metadata, timeout=10
     )
-    return response
 
 
 async def refused(stub: Stub, method: str, metadata: Metadata) -> grpc.aio.AioRpcError:

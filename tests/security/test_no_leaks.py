@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,14 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 from sqlalchemy.engine import make_url
 
+from faultsvc.convert import timestamp
+from faultsvc.faults import utc_now
+from faultsvc.feed import encode_resume_token
 from faultsvc.v1 import fault_pb2, fault_service_pb2_grpc
 from faultsvc.v1 import fault_service_pb2 as pb
 from tests.support.calls import ADMIN, Metadata, Stub, record
 from tests.support.databases import mysql_admin_connection
-from tests.support.rpcs import METHODS, REQUESTS
+from tests.support.rpcs import METHODS, REQUESTS, sync_answer
 from tests.support.servers import ServerProcess
 
 # The details and host of every fault these tests record: they must reach admins only.
@@ -73,6 +77,9 @@ async def fails(call: Any) -> grpc.aio.AioRpcError:
 def questions(fault: fault_pb2.Fault, page_token: str) -> dict[str, list[Message]]:
     """What a caller may ask each RPC about the stored `fault`: questions answered and refused."""
     instance = fault.instance_id
+    # A watch from a minute ago replays the fault's occurrences in its first response.
+    replay_token = encode_resume_token(utc_now() - timedelta(minutes=1))
+    an_hour_ago = timestamp(utc_now() - timedelta(hours=1))
     return {
         "RecordFault": [
             # A retry of the stored fault's report: the stored fault is the answer.
@@ -106,6 +113,26 @@ def questions(fault: fault_pb2.Fault, page_token: str) -> dict[str, list[Message
                 for view in VIEWS
             ),
             pb.SearchFaultsRequest(filter=f'request_id = "{SECRET_REQUEST}" AND host = "x"'),
+            pb.SearchFaultsRequest(filter=f'host = "{SECRET_HOST}"'),
+        ],
+        "WatchFaults": [
+            *(
+                pb.WatchFaultsRequest(
+                    filter=f'instance_id = "{instance}"', resume_token=replay_token, view=view
+                )
+                for view in VIEWS
+            ),
+            # Comparing the host would tell it by what arrives: refused to those who may not.
+            pb.WatchFaultsRequest(
+                filter=f'instance_id = "{instance}" AND host = "{SECRET_HOST}"',
+                resume_token=replay_token,
+            ),
+        ],
+        "RankFaults": [
+            pb.RankFaultsRequest(
+                filter=f'instance_id = "{instance}"', start_time=an_hour_ago, view=view
+            )
+            for view in VIEWS
         ],
     }
 
@@ -128,9 +155,17 @@ async def store_secret_faults(stub: Stub) -> tuple[fault_pb2.Fault, str]:
 
 
 async def everything_read(call: Any) -> str:
-    """All a caller reads of a call: the response or the error, and the metadata."""
+    """All a caller reads of a call: the response or the error, and the metadata.
+
+    Of a stream, its first response: then it is cancelled.
+    """
     try:
-        response = await call
+        response: Any
+        if isinstance(call, grpc.aio.UnaryStreamCall):
+            response = await call.read()
+            call.cancel()
+        else:
+            response = await call
         said = [str(response), response.SerializeToString().decode(errors="replace")]
     except grpc.aio.AioRpcError as error:
         said = [what_the_caller_reads(error)]
@@ -208,9 +243,9 @@ def test_the_server_log_never_holds_fault_details(
                 pb.RecordFaultRequest(instance_id=instance, message="m", details=SECRET_DETAILS)
             )
         for method in METHODS:
-            getattr(stub, method)(REQUESTS[method](instance), metadata=admin, timeout=10)
+            sync_answer(stub, method, REQUESTS[method](instance), metadata=admin, timeout=10)
             with pytest.raises(grpc.RpcError):
-                getattr(stub, method)(failing(method), metadata=admin, timeout=10)
+                sync_answer(stub, method, failing(method), metadata=admin, timeout=10)
         for request in failing_record_requests(instance):
             with pytest.raises(grpc.RpcError):
                 stub.RecordFault(request, timeout=10)
