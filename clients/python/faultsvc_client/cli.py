@@ -72,7 +72,7 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds `show`, `faults list` and `faults find` to a `faultsvc` command line.
+    """Adds `show`, `faults list`, `find`, `tail` and `top` to a `faultsvc` command line.
 
     Each sets `func`, which takes the parsed arguments and returns the exit code.
     """
@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("instance_id", metavar="INSTANCE_ID")
     show.set_defaults(func=show_command)
 
-    faults = subparsers.add_parser("faults", help="list an instance's faults")
+    faults = subparsers.add_parser("faults", help="an instance's faults, or the fleet's")
     _add_faults_commands(
         faults.add_subparsers(dest="faults_command", metavar="COMMAND", required=True), command
     )
@@ -125,6 +125,11 @@ def _add_faults_commands(
     finding.add_argument("--global-request-id", metavar="ID", help="the global request id")
     # Not set_defaults(admin=True): the commands share the --admin action, and its default.
     finding.set_defaults(func=find_command)
+
+    # Imported here: the fleet's commands are built on this module's.
+    from faultsvc_client.fleet_cli import add_fleet_commands
+
+    add_fleet_commands(faults_commands, command)
 
 
 def _add_command(

@@ -16,11 +16,12 @@ the loop it is created on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeAlias, TypedDict, TypeVar, Unpack
@@ -139,14 +140,36 @@ def _read(path: str | Path | None) -> bytes | None:
 
 def request_id_filter(request_id: str | None = None, global_request_id: str | None = None) -> str:
     """The SearchFaults filter for the given request ids, their quotes and backslashes escaped."""
-    comparisons = [
-        f"{field} = {_quoted(value)}"
-        for field, value in (("request_id", request_id), ("global_request_id", global_request_id))
-        if value
-    ]
-    if not comparisons:
+    if not (request_id or global_request_id):
         raise ValueError("give a request id, a global request id, or both")
+    return fleet_filter(request_id=request_id, global_request_id=global_request_id)
+
+
+def fleet_filter(
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    **fields: str | None,
+) -> str:
+    """The filter (AIP-160) of SearchFaults, WatchFaults or RankFaults for these comparisons.
+
+    `fields` are compared with `=` (instance_id, source, host, fingerprint,
+    request_id, global_request_id; None or empty: not compared); `since` and
+    `until` (aware datetimes) bound the faults' latest occurrence, `since`
+    included. Values are quoted, their quotes and backslashes escaped.
+    """
+    comparisons = [f"{field} = {_quoted(value)}" for field, value in fields.items() if value]
+    if since is not None:
+        comparisons.append(f'last_occur_time >= "{_rfc3339(since)}"')
+    if until is not None:
+        comparisons.append(f'last_occur_time < "{_rfc3339(until)}"')
     return " AND ".join(comparisons)
+
+
+def _rfc3339(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("give an aware datetime: a time without a zone is ambiguous")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _quoted(value: str) -> str:
@@ -194,6 +217,43 @@ def channel_options(
     if tls is not None and tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
     return options
+
+
+# Interruptions a watch resumes from: the server stops or its database does not answer
+# (UNAVAILABLE), or the watcher fell behind (RESOURCE_EXHAUSTED).
+RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+class RecentIds:
+    """The ids of the occurrences seen lately, to drop what a resumed watch streams again.
+
+    A resumed watch replays at most the server's overlap (30 s by default)
+    before its token; ids are kept for `keep` after the newest recording
+    time seen, and at most `limit` of them.
+    """
+
+    def __init__(self, keep: timedelta = timedelta(minutes=10), limit: int = 100_000) -> None:
+        self._keep = keep
+        self._limit = limit
+        self._seen: dict[str, datetime] = {}
+        self._newest = datetime.min
+
+    def add(self, occurrence_id: str, recorded: datetime) -> bool:
+        """Whether the id is new; it is remembered."""
+        if occurrence_id in self._seen:
+            return False
+        self._seen[occurrence_id] = recorded
+        if recorded > self._newest:
+            self._newest = recorded
+        if len(self._seen) > self._limit:
+            self._forget()
+        return True
+
+    def _forget(self) -> None:
+        horizon = self._newest - self._keep
+        self._seen = {i: t for i, t in self._seen.items() if t >= horizon}
+        while len(self._seen) > self._limit:  # insertion order: the oldest first
+            del self._seen[next(iter(self._seen))]
 
 
 def timestamp_of(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -372,22 +432,124 @@ class FaultServiceClient:
 
     async def search_faults(
         self,
-        filter_: str,
+        filter_: str = "",
         *,
         page_size: int = 0,
         page_token: str = "",
         view: View = UNSPECIFIED,
         **options: Unpack[CallOptions],
     ) -> fault_service_pb2.SearchFaultsResponse:
-        """One page of the faults of any instance that match `filter_`, newest first (admins).
+        """One page of the faults of any instance, or of those that match `filter_`, the one
+        that occurred last first (admins).
 
-        `filter_` compares request ids: `request_id = "req-..."`, and
-        `global_request_id = "..."`, joined by AND (see `request_id_filter`).
+        `filter_` (AIP-160) compares `instance_id`, `source`, `host`,
+        `fingerprint`, `request_id` and `global_request_id` with `=`, and
+        `last_occur_time` with `<`, `<=`, `>`, `>=`, joined by AND: see
+        `fleet_filter` and `request_id_filter`.
         """
         request = fault_service_pb2.SearchFaultsRequest(
             filter=filter_, page_size=page_size, page_token=page_token, view=view
         )
         return await self._call(self._stub.SearchFaults, request, options)
+
+    async def watch_faults(
+        self,
+        filter_: str = "",
+        *,
+        resume_token: str = "",
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
+    ) -> AsyncGenerator[fault_service_pb2.WatchFaultsResponse, None]:
+        """The responses of WatchFaults: occurrences as they are recorded, from now or a token.
+
+        The first response comes at once, with no occurrence and a resume
+        token. The watch has no deadline unless `timeout` is given. A failed
+        watch raises `FaultServiceError`; its `error_metadata` may hold the
+        `resume_token` to watch again from (see `follow_faults`, which does).
+        """
+        request = fault_service_pb2.WatchFaultsRequest(
+            filter=filter_, resume_token=resume_token, view=view
+        )
+        metadata = call_metadata(
+            options.get("token", self._token), options.get("roles", self._roles)
+        )
+        call = self._stub.WatchFaults(request, metadata=metadata, timeout=options.get("timeout"))
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as error:
+            raise FaultServiceError.from_rpc_error(error) from error
+        finally:
+            call.cancel()
+
+    async def follow_faults(
+        self,
+        filter_: str = "",
+        *,
+        resume_token: str = "",
+        view: View = UNSPECIFIED,
+        on_interruption: Callable[[FaultServiceError], None] | None = None,
+        backoff: tuple[float, float] = (0.5, 30.0),
+        **options: Unpack[CallOptions],
+    ) -> AsyncGenerator[fault_pb2.FaultOccurrence, None]:
+        """Every occurrence recorded from now (or from `resume_token`) on, once, for ever.
+
+        A watch that is interrupted (the server stops or its database does
+        not answer: UNAVAILABLE; the watcher fell behind: RESOURCE_EXHAUSTED)
+        is resumed from its last token after a pause that doubles from
+        `backoff[0]` to `backoff[1]` seconds; `on_interruption` is told each
+        time. The occurrences a resumed watch streams again are dropped by id.
+        Any other failure raises `FaultServiceError`: OUT_OF_RANGE when the
+        token is older than the server replays.
+        """
+        recent = RecentIds()
+        pause = backoff[0]
+        while True:
+            try:
+                async for response in self.watch_faults(
+                    filter_, resume_token=resume_token, view=view, **options
+                ):
+                    for occurrence in response.occurrences:
+                        if recent.add(occurrence.id, occurrence.record_time.ToDatetime()):
+                            yield occurrence
+                    resume_token = response.resume_token
+                    pause = backoff[0]
+            except FaultServiceError as error:
+                if error.code not in RESUMABLE:
+                    raise
+                if on_interruption is not None:
+                    on_interruption(error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, backoff[1])
+
+    async def rank_faults(
+        self,
+        filter_: str = "",
+        *,
+        start_time: datetime,
+        end_time: datetime | None = None,
+        interval_count: int = 0,
+        max_faults: int = 0,
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
+    ) -> fault_service_pb2.RankFaultsResponse:
+        """The faults that occurred most between `start_time` and `end_time` (default: now),
+        most first, each with its count in every interval of the window (admins).
+
+        `interval_count` (default 12) cuts the window; `max_faults` (default
+        10, at most 100) bounds the ranking; `filter_` compares `instance_id`,
+        `source`, `host` and `fingerprint`.
+        """
+        request = fault_service_pb2.RankFaultsRequest(
+            filter=filter_,
+            start_time=timestamp_of(start_time),
+            interval_count=interval_count,
+            max_faults=max_faults,
+            view=view,
+        )
+        if end_time is not None:
+            request.end_time.CopyFrom(timestamp_of(end_time))
+        return await self._call(self._stub.RankFaults, request, options)
 
     async def clear_faults(self, instance_id: str, **options: Unpack[CallOptions]) -> int:
         """Clears the instance's faults; returns how many were cleared."""

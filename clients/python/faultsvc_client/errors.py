@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,15 +38,29 @@ class FaultServiceError(Exception):
         code: grpc.StatusCode,
         details: str,
         field_violations: Sequence[FieldViolation] = (),
+        reason: str = "",
+        error_metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(code, details)
         self.code = code
         self.details = details
         self.field_violations: tuple[FieldViolation, ...] = tuple(field_violations)
+        # The google.rpc.ErrorInfo's reason (e.g. WATCHER_TOO_SLOW) and metadata
+        # (e.g. the resume_token to watch again from), when the status carries one.
+        self.reason = reason
+        self.error_metadata: dict[str, str] = dict(error_metadata or {})
 
     @classmethod
     def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> FaultServiceError:
-        return cls(error.code(), error.details() or "", field_violations_of(error))
+        status = rich_status_of(error)
+        info = error_info_of(status)
+        return cls(
+            error.code(),
+            error.details() or "",
+            field_violations_of(error),
+            reason=info.reason if info is not None else "",
+            error_metadata=dict(info.metadata) if info is not None else None,
+        )
 
     def __str__(self) -> str:
         text = f"{self.code.name}: {self.details}"
@@ -74,6 +88,16 @@ def field_violations_of(error: grpc.aio.AioRpcError) -> tuple[FieldViolation, ..
                 for v in bad_request.field_violations
             )
     return tuple(violations)
+
+
+def error_info_of(status: Any) -> Any:
+    """The `google.rpc.ErrorInfo` of a rich status, or None."""
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
 
 
 def rich_status_of(error: grpc.aio.AioRpcError) -> Any:

@@ -186,18 +186,42 @@ class SyncFaultServiceClient:
 
     def search_faults(
         self,
-        filter_: str,
+        filter_: str = "",
         *,
         page_size: int = 0,
         page_token: str = "",
         view: View = UNSPECIFIED,
         **options: Unpack[CallOptions],
     ) -> fault_service_pb2.SearchFaultsResponse:
-        """One page of the faults of any instance that match `filter_`, newest first (admins)."""
+        """One page of the faults of any instance, or of those that match `filter_`, the one
+        that occurred last first (admins)."""
         searching = self._client.search_faults(
             filter_, page_size=page_size, page_token=page_token, view=view, **options
         )
         return self._run(searching, options)
+
+    def rank_faults(
+        self,
+        filter_: str = "",
+        *,
+        start_time: datetime,
+        end_time: datetime | None = None,
+        interval_count: int = 0,
+        max_faults: int = 0,
+        view: View = UNSPECIFIED,
+        **options: Unpack[CallOptions],
+    ) -> fault_service_pb2.RankFaultsResponse:
+        """The faults that occurred most in a window, each with its count per interval (admins)."""
+        ranking = self._client.rank_faults(
+            filter_,
+            start_time=start_time,
+            end_time=end_time,
+            interval_count=interval_count,
+            max_faults=max_faults,
+            view=view,
+            **options,
+        )
+        return self._run(ranking, options)
 
     def clear_faults(self, instance_id: str, **options: Unpack[CallOptions]) -> int:
         """Clears the instance's faults; returns how many were cleared."""
