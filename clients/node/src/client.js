@@ -3,14 +3,34 @@ import {
   createGrpcTransport,
   Http2SessionManager,
 } from "@connectrpc/connect-node";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { FaultService } from "./gen/faultsvc/v1/fault_service_pb.js";
 
 /**
  * @import { CallOptions } from "@connectrpc/connect"
  * @import { MessageInitShape } from "@bufbuild/protobuf"
- * @import { Fault } from "./gen/faultsvc/v1/fault_pb.js"
- * @import { FaultView, ListFaultsResponse, RecordFaultRequestSchema, SearchFaultsResponse } from "./gen/faultsvc/v1/fault_service_pb.js"
+ * @import { Timestamp } from "@bufbuild/protobuf/wkt"
+ * @import { Fault, FaultOccurrence } from "./gen/faultsvc/v1/fault_pb.js"
+ * @import { FaultView, ListFaultsResponse, RankFaultsResponse, RecordFaultRequestSchema, SearchFaultsResponse, WatchFaultsResponse } from "./gen/faultsvc/v1/fault_service_pb.js"
  */
+
+/**
+ * How `followFaults` resumes: `onInterruption` is told of each interruption
+ * it resumes from; the pause before resuming doubles from `backoffMs[0]` to
+ * `backoffMs[1]`.
+ *
+ * @typedef {{
+ *   resumeToken?: string,
+ *   view?: FaultView,
+ *   onInterruption?: (error: ConnectError) => void,
+ *   backoffMs?: readonly [number, number],
+ * }} FollowOptions
+ */
+
+/** Interruptions a watch resumes from: the server stopped, or the watcher fell behind. */
+const RESUMABLE = new Set([Code.Unavailable, Code.ResourceExhausted]);
+/** How long the ids of streamed occurrences are kept, to drop what a resume streams again. */
+const RECENT_MS = 10 * 60 * 1000;
 
 /**
  * @typedef {object} FaultClientOptions
@@ -160,18 +180,125 @@ export class FaultClient {
   }
 
   /**
-   * One page of the faults of any instance that match an AIP-160 filter on
-   * request ids (`request_id = "req-..."`, `global_request_id = "..."`,
-   * joined by AND), newest first. Admins only: anyone else gets
-   * `Code.PermissionDenied`.
+   * One page of the faults of any instance, or of those that match an
+   * AIP-160 filter, the one that occurred last first: `field = "value"` on
+   * `instance_id`, `source`, `host`, `fingerprint`, `request_id` and
+   * `global_request_id`, and `last_occur_time` compared with `<`, `<=`,
+   * `>` or `>=` to an RFC 3339 time, joined by AND. Admins only: anyone
+   * else gets `Code.PermissionDenied`.
    *
-   * @param {string} filter
+   * @param {string} filter empty for every fault
    * @param {{ pageSize?: number, pageToken?: string, view?: FaultView }} [page]
    * @param {FaultCallOptions} [options]
    * @returns {Promise<SearchFaultsResponse>}
    */
   async searchFaults(filter, page = {}, options) {
     return this.#rpc.searchFaults({ filter, ...page }, this.#callOptions(options));
+  }
+
+  /**
+   * The responses of WatchFaults, as an async iterable: the occurrences of
+   * every instance (admins; anyone else names one with `instance_id =
+   * "..."`) as they are recorded, from now on or from `resumeToken`. The
+   * first response comes at once, with no occurrence and a resume token.
+   * The watch has no deadline unless `timeoutMs` is given; leaving the
+   * iteration (`break`) ends it.
+   *
+   * @param {string} [filter] AIP-160, e.g. `source = "taskmanager"`; empty for all
+   * @param {{ resumeToken?: string, view?: FaultView }} [from]
+   * @param {FaultCallOptions} [options]
+   * @returns {AsyncIterable<WatchFaultsResponse>}
+   */
+  watchFaults(filter = "", { resumeToken, view } = {}, options = {}) {
+    return this.#rpc.watchFaults(
+      { filter, resumeToken, view },
+      this.#callOptions({ timeoutMs: 0, ...options }),
+    );
+  }
+
+  /**
+   * Every occurrence recorded from now on (or from `resumeToken`), each once,
+   * for as long as the iteration goes on. A watch interrupted because the
+   * server stopped (`Code.Unavailable`) or the watcher fell behind
+   * (`Code.ResourceExhausted`) is resumed from its last token; what it
+   * streams again is dropped by id. Any other failure is thrown:
+   * `Code.OutOfRange` when the token is older than the server replays.
+   *
+   * @param {string} [filter]
+   * @param {FollowOptions} [follow]
+   * @param {FaultCallOptions} [options]
+   * @returns {AsyncGenerator<FaultOccurrence, void, undefined>}
+   */
+  async *followFaults(
+    filter = "",
+    { resumeToken = "", view, onInterruption, backoffMs = [500, 30_000] } = {},
+    options = {},
+  ) {
+    /** @type {Map<string, number>} occurrence id -> when it was recorded (ms) */
+    const recent = new Map();
+    let newest = 0;
+    let pauseMs = backoffMs[0];
+    for (;;) {
+      try {
+        for await (const response of this.watchFaults(filter, { resumeToken, view }, options)) {
+          for (const occurrence of response.occurrences) {
+            if (recent.has(occurrence.id)) {
+              continue;
+            }
+            const recorded = millisOf(occurrence.recordTime);
+            recent.set(occurrence.id, recorded);
+            newest = Math.max(newest, recorded);
+            yield occurrence;
+          }
+          for (const [id, recorded] of recent) {
+            if (recorded >= newest - RECENT_MS) {
+              break; // in the order they came: the rest are newer
+            }
+            recent.delete(id);
+          }
+          resumeToken = response.resumeToken;
+          pauseMs = backoffMs[0];
+        }
+      } catch (error) {
+        const interrupted = ConnectError.from(error);
+        if (!RESUMABLE.has(interrupted.code)) {
+          throw interrupted;
+        }
+        onInterruption?.(interrupted);
+        await new Promise((resolve) => setTimeout(resolve, pauseMs));
+        pauseMs = Math.min(pauseMs * 2, backoffMs[1]);
+      }
+    }
+  }
+
+  /**
+   * The faults that occurred most in a window, most first, each with its
+   * count in every interval of the window (admins): what `faultsvc faults
+   * top` prints.
+   *
+   * @param {string} filter compares `instance_id`, `source`, `host`, `fingerprint`; empty for all
+   * @param {{
+   *   startTime: Date,
+   *   endTime?: Date,
+   *   intervalCount?: number,
+   *   maxFaults?: number,
+   *   view?: FaultView,
+   * }} window `endTime` defaults to the server's now, 12 intervals, 10 faults
+   * @param {FaultCallOptions} [options]
+   * @returns {Promise<RankFaultsResponse>}
+   */
+  async rankFaults(filter, { startTime, endTime, intervalCount, maxFaults, view }, options) {
+    return this.#rpc.rankFaults(
+      {
+        filter,
+        startTime: timestampFromDate(startTime),
+        endTime: endTime === undefined ? undefined : timestampFromDate(endTime),
+        intervalCount,
+        maxFaults,
+        view,
+      },
+      this.#callOptions(options),
+    );
   }
 
   /**
@@ -242,4 +369,12 @@ function metadataValue(value, what) {
  */
 function baseUrlOf(target) {
   return /^https?:\/\//.test(target) ? target : `http://${target}`;
+}
+
+/**
+ * @param {Timestamp | undefined} stamp
+ * @returns {number} milliseconds since the epoch; 0 when unset
+ */
+function millisOf(stamp) {
+  return stamp === undefined ? 0 : timestampDate(stamp).getTime();
 }
