@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +58,13 @@ class Backend:
         return int(count or 0)
 
 
-def migrate(url: str) -> None:
-    """Creates the schema the way an operator does: `faultsvc db upgrade`."""
-    subprocess.run(
-        faultsvc_command("db", "upgrade", "--database-url", url, "--log-level", "WARNING"),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+def migrate(url: str, revision: str | None = None) -> None:
+    """Creates the schema the way an operator does, `faultsvc db upgrade`, or up to `revision`."""
+    if revision is None:
+        command = faultsvc_command("db", "upgrade", "--database-url", url, "--log-level", "WARNING")
+    else:
+        command = [sys.executable, "-m", "bench.migration", "upgrade", url, revision]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
 def prepare_sqlite(path: Path, data: seed.Seed) -> Backend:
@@ -80,8 +81,8 @@ def prepare_sqlite(path: Path, data: seed.Seed) -> Backend:
     return backend
 
 
-def prepare_mariadb(url: str, data: seed.Seed) -> Backend:
-    """A fresh database at `url`, durable server settings, migrated and seeded."""
+def prepare_mariadb(url: str, data: seed.Seed, revision: str | None = None) -> Backend:
+    """A fresh database at `url`, durable server settings, migrated (to `revision`) and seeded."""
     backend = Backend("mariadb", url)
     database = make_url(url).database
     if not database:
@@ -99,7 +100,7 @@ def prepare_mariadb(url: str, data: seed.Seed) -> Backend:
             backend.settings = mariadb_settings(connection)
     finally:
         admin.dispose()
-    migrate(url)
+    migrate(url, revision)
     engine = backend.sync_engine()
     try:
         backend.seed_seconds = seed.seed_mariadb(engine, data)

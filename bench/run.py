@@ -3,6 +3,7 @@
     .venv/bin/python -m bench --quick       # smoke test, about 3 minutes
     .venv/bin/python -m bench               # the full run, about 30 minutes
     .venv/bin/python -m bench --soak 300    # server memory over a 5-minute run
+    .venv/bin/python -m bench --migration   # RecordFault while the schema migrates
 
 Each workload runs at each concurrency against the echo server first, then
 against faultsvc on each database, back to back, so the echo ceiling of a row
@@ -27,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from bench import commit_ceiling, databases, h2load, report, seed, servers, soak
+from bench import commit_ceiling, databases, h2load, migration, report, seed, servers, soak
 from bench.databases import Backend
 from bench.echo_server import ADMIN_SUFFIX
 from bench.h2load import Load
@@ -91,6 +92,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small seed, short runs (CI smoke)")
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="only the memory soak")
+    parser.add_argument(
+        "--migration", action="store_true", help="only the online migration, on MariaDB"
+    )
     parser.add_argument("--backends", default="sqlite,mariadb", help="default sqlite,mariadb")
     parser.add_argument("--levels", help="calls in flight, e.g. 1,16,64")
     parser.add_argument("--workers", help="faultsvc processes to compare, e.g. 1,2")
@@ -141,6 +145,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             "other work on this machine will make the figures noisy",
             file=sys.stderr,
         )
+
+    if args.migration:
+        print(f"migrating {data.total_rows:,} faults online, the previous release writing")
+        for phase in migration.run(args.mariadb_url, data, workdir):
+            print(phase.line())
+        return
 
     backends: list[Backend] = []
     try:
