@@ -45,12 +45,16 @@ class Backend:
         driver = "sqlite" if url.get_backend_name() == "sqlite" else "mysql+pymysql"
         return sa.create_engine(url.set(drivername=driver), poolclass=sa.NullPool)
 
-    def count_rows(self, instance_prefix: str) -> int:
+    def count_occurrences(self, instance_prefix: str) -> int:
+        """The occurrences of the faults of these instances: one per RecordFault stored."""
         engine = self.sync_engine()
         try:
             with engine.connect() as connection:
                 count = connection.scalar(
-                    sa.text("SELECT COUNT(*) FROM instance_faults WHERE instance_id LIKE :prefix"),
+                    sa.text(
+                        "SELECT SUM(occurrence_count) FROM instance_faults"
+                        " WHERE instance_id LIKE :prefix"
+                    ),
                     {"prefix": instance_prefix + "%"},
                 )
         finally:
