@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +45,16 @@ class Backend:
         driver = "sqlite" if url.get_backend_name() == "sqlite" else "mysql+pymysql"
         return sa.create_engine(url.set(drivername=driver), poolclass=sa.NullPool)
 
-    def count_rows(self, instance_prefix: str) -> int:
+    def count_occurrences(self, instance_prefix: str) -> int:
+        """The occurrences of the faults of these instances: one per RecordFault stored."""
         engine = self.sync_engine()
         try:
             with engine.connect() as connection:
                 count = connection.scalar(
-                    sa.text("SELECT COUNT(*) FROM instance_faults WHERE instance_id LIKE :prefix"),
+                    sa.text(
+                        "SELECT SUM(occurrence_count) FROM instance_faults"
+                        " WHERE instance_id LIKE :prefix"
+                    ),
                     {"prefix": instance_prefix + "%"},
                 )
         finally:
@@ -57,13 +62,13 @@ class Backend:
         return int(count or 0)
 
 
-def migrate(url: str) -> None:
-    """Creates the schema the way an operator does: `faultsvc db upgrade`."""
-    subprocess.run(
-        faultsvc_command("db", "upgrade", "--database-url", url, "--log-level", "WARNING"),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+def migrate(url: str, revision: str | None = None) -> None:
+    """Creates the schema the way an operator does, `faultsvc db upgrade`, or up to `revision`."""
+    if revision is None:
+        command = faultsvc_command("db", "upgrade", "--database-url", url, "--log-level", "WARNING")
+    else:
+        command = [sys.executable, "-m", "bench.migration", "upgrade", url, revision]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
 def prepare_sqlite(path: Path, data: seed.Seed) -> Backend:
@@ -80,8 +85,8 @@ def prepare_sqlite(path: Path, data: seed.Seed) -> Backend:
     return backend
 
 
-def prepare_mariadb(url: str, data: seed.Seed) -> Backend:
-    """A fresh database at `url`, durable server settings, migrated and seeded."""
+def prepare_mariadb(url: str, data: seed.Seed, revision: str | None = None) -> Backend:
+    """A fresh database at `url`, durable server settings, migrated (to `revision`) and seeded."""
     backend = Backend("mariadb", url)
     database = make_url(url).database
     if not database:
@@ -99,7 +104,7 @@ def prepare_mariadb(url: str, data: seed.Seed) -> Backend:
             backend.settings = mariadb_settings(connection)
     finally:
         admin.dispose()
-    migrate(url)
+    migrate(url, revision)
     engine = backend.sync_engine()
     try:
         backend.seed_seconds = seed.seed_mariadb(engine, data)

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench --quick       # smoke test, about 3 minutes
     .venv/bin/python -m bench               # the full run, about 30 minutes
     .venv/bin/python -m bench --soak 300    # server memory over a 5-minute run
+    .venv/bin/python -m bench --migration   # RecordFault while the schema migrates
 
 Each workload runs at each concurrency against the echo server first, then
 against faultsvc on each database, back to back, so the echo ceiling of a row
@@ -27,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from bench import commit_ceiling, databases, h2load, report, seed, servers, soak
+from bench import commit_ceiling, databases, h2load, migration, report, seed, servers, soak
 from bench.databases import Backend
 from bench.echo_server import ADMIN_SUFFIX
 from bench.h2load import Load
@@ -57,6 +58,8 @@ class Mode:
     duration_s: float
     warmup_s: float
     profile: bool = False
+    # The workloads measured, by name; all when empty.
+    only: tuple[str, ...] = ()
 
 
 FULL = Mode(1_000_000, (1, 16, 64), (1, 2), 10.0, 2.0)
@@ -91,9 +94,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small seed, short runs (CI smoke)")
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="only the memory soak")
+    parser.add_argument(
+        "--migration", action="store_true", help="only the online migration, on MariaDB"
+    )
     parser.add_argument("--backends", default="sqlite,mariadb", help="default sqlite,mariadb")
     parser.add_argument("--levels", help="calls in flight, e.g. 1,16,64")
     parser.add_argument("--workers", help="faultsvc processes to compare, e.g. 1,2")
+    parser.add_argument("--workloads", help="only these, by name: GetLatestFault,RecordFault")
     parser.add_argument("--duration", type=float, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per run")
     parser.add_argument("--seed-rows", type=int, help="faults seeded (multiple of 200)")
@@ -122,6 +129,7 @@ def mode_from(args: argparse.Namespace) -> Mode:
         duration_s=args.duration or base.duration_s,
         warmup_s=args.warmup if args.warmup is not None else base.warmup_s,
         profile=args.profile,
+        only=tuple(name.strip() for name in args.workloads.split(",")) if args.workloads else (),
     )
 
 
@@ -141,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             "other work on this machine will make the figures noisy",
             file=sys.stderr,
         )
+
+    if args.migration:
+        print(f"migrating {data.total_rows:,} faults online, the previous release writing")
+        for phase in migration.run(args.mariadb_url, data, workdir):
+            print(phase.line())
+        return
 
     backends: list[Backend] = []
     try:
@@ -236,6 +250,8 @@ def benchmark(
             running.append(echo_server)
             echo = Target(ECHO, echo_server, None, echo_responses)
             for workload in workloads:
+                if mode.only and workload.name not in mode.only:
+                    continue
                 for level in mode.levels:
                     measure_cell(
                         result, workload, load_for(level), workers, echo, targets, mode, workdir
@@ -319,7 +335,7 @@ def drive(
     """One h2load run against one server, checked call by call."""
     server, backend = target.server, target.backend
     counted = backend if backend is not None and workload.writes else None
-    rows_before = counted.count_rows(workload.instance_prefix) if counted else 0
+    rows_before = counted.count_occurrences(workload.instance_prefix) if counted else 0
     database_pids = (
         servers.pids_named("mariadbd", "mysqld") if backend and backend.name == "mariadb" else []
     )
@@ -376,10 +392,10 @@ def drive(
 
 def settled_count(backend: Backend, prefix: str) -> int:
     """The row count once calls cut off by h2load's stop have been committed or dropped."""
-    count = backend.count_rows(prefix)
+    count = backend.count_occurrences(prefix)
     for _ in range(20):
         time.sleep(0.25)
-        again = backend.count_rows(prefix)
+        again = backend.count_occurrences(prefix)
         if again == count:
             return count
         count = again
@@ -387,11 +403,11 @@ def settled_count(backend: Backend, prefix: str) -> int:
 
 
 def check_rows(rows_written: int, measurement: h2load.Measurement, load: Load) -> None:
-    """Every acknowledged RecordFault is a committed row (calls cut off may add a few)."""
+    """Every acknowledged RecordFault is a stored occurrence (calls cut off may add a few)."""
     seen = measurement.responses_seen
     if not seen <= rows_written <= seen + load.in_flight:
         raise h2load.InvalidRun(
-            f"{rows_written} rows written for {seen} acknowledged RecordFault calls"
+            f"{rows_written} occurrences stored for {seen} acknowledged RecordFault calls"
         )
 
 

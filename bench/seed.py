@@ -41,8 +41,25 @@ MESSAGE_HEAD = "Failed to attach volume to instance on host compute-"
 MESSAGE_TAIL = ": timed out waiting for the block device (attempt "
 DETAILS_HEAD = (
     "Traceback (most recent call last):\n"
+    '  File "/usr/lib/python3/dist-packages/oslo_messaging/rpc/server.py", '
+    "line 165, in _process_incoming\n"
+    "    res = self.dispatcher.dispatch(message)\n"
+    '  File "/usr/lib/python3/dist-packages/osprofiler/profiler.py", line 160, in wrapper\n'
+    "    result = f(*args, **kwargs)\n"
+    '  File "/usr/lib/python3/dist-packages/oslo_messaging/rpc/dispatcher.py", '
+    "line 309, in dispatch\n"
+    "    return self._do_dispatch(endpoint, method, ctxt, args)\n"
+    '  File "/usr/lib/python3/dist-packages/oslo_messaging/rpc/dispatcher.py", '
+    "line 229, in _do_dispatch\n"
+    "    result = func(ctxt, **new_args)\n"
+    '  File "/opt/trove/trove/taskmanager/manager.py", line 412, in attach_volume\n'
+    "    instance_tasks.attach_volume(context, volume_id, mountpoint)\n"
+    '  File "/opt/trove/trove/taskmanager/models.py", line 1338, in attach_volume\n'
+    "    self._wait_for_volume(volume_id, timeout=CONF.volume_time_out)\n"
     '  File "/opt/trove/trove/taskmanager/models.py", line 1342, in attach_volume\n'
     "    self.volume_client.volumes.attach(volume_id, instance_id, mountpoint)\n"
+    '  File "/usr/lib/python3/dist-packages/cinderclient/v3/volumes.py", line 302, in attach\n'
+    "    return self._action('os-attach', volume, body)\n"
     '  File "/opt/trove/trove/common/clients.py", line 211, in attach\n'
     "    return self._action('os-attach', volume, info)\n"
     '  File "/usr/lib/python3/dist-packages/cinderclient/base.py", line 388, in _action\n'
@@ -63,6 +80,9 @@ COLUMNS = (
     "source",
     "host",
 )
+# Where the schema counts occurrences (revision 0003): each seeded fault
+# occurred once, last when it was created.
+GROUPED_COLUMNS = ("last_occurred",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +177,11 @@ def seed_sqlite(path: str, seed: Seed) -> float:
         # Loading, not serving: a crash here only means seeding again.
         connection.execute("PRAGMA synchronous=OFF")
         connection.execute("PRAGMA cache_size=-262144")
+        columns = (*COLUMNS, *GROUPED_COLUMNS)
         with connection:
             connection.executemany(
-                f"INSERT INTO instance_faults ({', '.join(COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(COLUMNS))})",
+                f"INSERT INTO instance_faults ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})",
                 _sqlite_rows(seed),
             )
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -175,16 +196,19 @@ def _sqlite_rows(seed: Seed) -> Iterator[tuple[object, ...]]:
         for position in (4, 5, 7):  # SQLAlchemy's SQLite DateTime text
             if row[position] is not None:
                 row[position] = f"{row[position]:%Y-%m-%d %H:%M:%S.%f}"
-        yield tuple(row)
+        yield (*row, row[4])
 
 
-def _mariadb_select(seed: Seed) -> str:
+def _mariadb_select(seed: Seed, *, grouped: bool) -> str:
+    """The INSERT ... SELECT of the rows; `grouped`: the schema counts occurrences."""
     created = "DATE_ADD('1970-01-01', INTERVAL (:start_us + seq * :step_us) MICROSECOND)"
     ms_hex = "LOWER(LPAD(HEX(FLOOR((:start_us + seq * :step_us) / 1000)), 12, '0'))"
     cleared = f"(seq < :rows AND MOD(MOD(seq, :instances), {CLEARED_EVERY}) = {CLEARED_AT})"
     sources = ", ".join(f"'{source}'" for source in SOURCES)
+    columns: tuple[str, ...] = (*COLUMNS, *GROUPED_COLUMNS) if grouped else COLUMNS
+    last_occurred = f",\n{created}" if grouped else ""
     return f"""
-        INSERT INTO instance_faults ({", ".join(COLUMNS)})
+        INSERT INTO instance_faults ({", ".join(columns)})
         SELECT
             CONCAT(LEFT({ms_hex}, 8), '-', RIGHT({ms_hex}, 4), '-7000-8000-',
                    LOWER(LPAD(HEX(seq), 12, '0'))),
@@ -197,7 +221,7 @@ def _mariadb_select(seed: Seed) -> str:
             IF({cleared}, 1, 0),
             IF({cleared}, {created} + INTERVAL 1 DAY, NULL),
             ELT(MOD(seq, {len(SOURCES)}) + 1, {sources}),
-            CONCAT('compute-', LPAD(MOD(seq, {HOSTS}), 3, '0'))
+            CONCAT('compute-', LPAD(MOD(seq, {HOSTS}), 3, '0')){last_occurred}
         FROM seq_{{first}}_to_{{last}}
     """
 
@@ -219,7 +243,8 @@ def seed_mariadb(engine: sa.Engine, seed: Seed) -> float:
         "details_head": DETAILS_HEAD,
         "details_tail": DETAILS_TAIL,
     }
-    template = _mariadb_select(seed)
+    columns = {column["name"] for column in sa.inspect(engine).get_columns("instance_faults")}
+    template = _mariadb_select(seed, grouped="last_occurred" in columns)
     began = time.perf_counter()
     for first in range(0, seed.total_rows, MARIADB_CHUNK):
         last = min(first + MARIADB_CHUNK, seed.total_rows) - 1

@@ -24,7 +24,7 @@ SAMPLE_EVERY_S = 5.0
 WRITERS = 4
 LOADS = {
     "GetLatestFault": Load(2, 4),
-    "BatchGetLatestFaults 1000 admin": Load(1, 1),
+    "BatchGetLatestFaults 1000 FULL": Load(1, 1),
     "ListFaults first page": Load(1, 2),
     "RecordFault": Load(WRITERS, 2),
 }

@@ -83,13 +83,15 @@ def build(data: seed.Seed, run_id: str, writers: int) -> list[Workload]:
     """The workloads, reads first: they must see the seeded table as it was seeded.
 
     RecordFault gets `writers` distinct instances, one per h2load process; the
-    server makes each fault's id, so every call writes a new row.
+    server makes each occurrence's id, so every call counts one more occurrence.
     """
     latest = pb.GetLatestFaultRequest(
         instance_id=seed.instance_id(seed.live_instance(data, LATEST_INSTANCE))
     ).SerializeToString()
-    batch = pb.BatchGetLatestFaultsRequest(
-        instance_ids=seed.spread_instances(data, BATCH_SIZE)
+    instances = seed.spread_instances(data, BATCH_SIZE)
+    batch = pb.BatchGetLatestFaultsRequest(instance_ids=instances).SerializeToString()
+    full_batch = pb.BatchGetLatestFaultsRequest(
+        instance_ids=instances, view=pb.FAULT_VIEW_FULL
     ).SerializeToString()
     history = pb.ListFaultsRequest(instance_id=seed.BUSY_INSTANCE).SerializeToString()
     prefix = f"{RECORD_PREFIX}{run_id}-"
@@ -98,7 +100,9 @@ def build(data: seed.Seed, run_id: str, writers: int) -> list[Workload]:
         Workload("GetLatestFault", "GetLatestFault", (latest,)),
         Workload("GetLatestFault admin", "GetLatestFault", (latest,), admin=True),
         Workload("BatchGetLatestFaults 1000", "BatchGetLatestFaults", (batch,)),
-        Workload("BatchGetLatestFaults 1000 admin", "BatchGetLatestFaults", (batch,), admin=True),
+        Workload(
+            "BatchGetLatestFaults 1000 FULL", "BatchGetLatestFaults", (full_batch,), admin=True
+        ),
         Workload("ListFaults first page", "ListFaults", (history,)),
         Workload("RecordFault", "RecordFault", records, writes=True, instance_prefix=prefix),
     ]
