@@ -20,7 +20,9 @@ class RecordedOccurrence:
     """One occurrence of a fault, with the fault it was counted into.
 
     `recorded` is when the server committed it, by the database's clock;
-    `occurred` when the error happened, as its reporter said.
+    `occurred` when the error happened, as its reporter said; `ordinal` its
+    fault's count once it was counted (0 when unknown: recorded before it was
+    kept). `fault` is the fault as read, its count as of the read.
     """
 
     id: str
@@ -28,6 +30,7 @@ class RecordedOccurrence:
     recorded: datetime
     request_id: str
     global_request_id: str
+    ordinal: int
     fault: StoredFault
 
     @property
@@ -41,10 +44,11 @@ class RecordedOccurrence:
 
 
 def counted_in_order(occurrences: list[RecordedOccurrence]) -> list[RecordedOccurrence]:
-    """`occurrences` in feed order, each fault's count set back to what it was at each one.
+    """`occurrences` in feed order, each with its fault's count as this occurrence made it.
 
-    Read together, several occurrences of one fault carry its count after the
-    last of them: the ones before it are given the counts they made.
+    That is its ordinal. An occurrence recorded before ordinals were kept is
+    given the fault's count as read, set back by the occurrences of the same
+    fault that follow it in the read.
     """
     ordered = sorted(occurrences, key=lambda occurrence: occurrence.position)
     later: dict[str, int] = {}
@@ -53,7 +57,8 @@ def counted_in_order(occurrences: list[RecordedOccurrence]) -> list[RecordedOccu
         fault = occurrence.fault
         after = later.get(fault.id, 0)
         later[fault.id] = after + 1
-        counted.append(occurrence.counted_as(max(1, fault.occurrence_count - after)))
+        count = occurrence.ordinal or max(1, fault.occurrence_count - after)
+        counted.append(occurrence.counted_as(count))
     counted.reverse()
     return counted
 

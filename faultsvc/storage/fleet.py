@@ -8,7 +8,7 @@ backwards, the feed is `(recorded, id)` read forwards, and a ranking counts
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,6 +38,7 @@ _OCCURRENCE_COLUMNS = (
     occurrences.c.recorded.label("occurrence_recorded"),
     occurrences.c.request_id.label("occurrence_request_id"),
     occurrences.c.global_request_id.label("occurrence_global_request_id"),
+    occurrences.c.ordinal.label("occurrence_ordinal"),
 )
 
 
@@ -60,6 +61,25 @@ def recording_time(dialect: str) -> dict[str, datetime]:
     SQLite's writers share one host's clock: they give it.
     """
     return {} if dialect in ("mysql", "mariadb") else {"recorded": utc_now()}
+
+
+def ordinals(counted: Mapping[str, StoredFault]) -> dict[str, int]:
+    """Each new occurrence's ordinal: its fault's count once it was counted.
+
+    `counted` holds, by occurrence id, the fault a batch counted it into, read
+    back after the batch's upsert: its count includes all the batch's
+    occurrences of it. They share one recording time, so the feed streams them
+    in the order of their ids; they are numbered in that order.
+    """
+    by_fault: dict[str, list[str]] = {}
+    for occurrence_id, fault in counted.items():
+        by_fault.setdefault(fault.id, []).append(occurrence_id)
+    numbered: dict[str, int] = {}
+    for ids in by_fault.values():
+        first = counted[ids[0]].occurrence_count - len(ids) + 1
+        for offset, occurrence_id in enumerate(sorted(ids)):
+            numbered[occurrence_id] = max(1, first + offset)
+    return numbered
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +328,7 @@ def _recorded_occurrence(row: Any) -> RecordedOccurrence:
         recorded=values.pop("occurrence_recorded"),
         request_id=values.pop("occurrence_request_id"),
         global_request_id=values.pop("occurrence_global_request_id"),
+        ordinal=values.pop("occurrence_ordinal"),
         fault=StoredFault(**values),
     )
 

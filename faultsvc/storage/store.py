@@ -25,7 +25,7 @@ from faultsvc.metrics import Metrics
 from faultsvc.storage import retention
 from faultsvc.storage.batching import Batcher, BatchFunction
 from faultsvc.storage.failover import DatabaseEndpoints
-from faultsvc.storage.fleet import recording_time
+from faultsvc.storage.fleet import ordinals, recording_time
 from faultsvc.storage.tables import CLEARED, LIVE
 from faultsvc.storage.tables import fault_occurrences as occurrences
 from faultsvc.storage.tables import instance_faults as faults
@@ -352,6 +352,7 @@ class FaultStore:
             live |= await self._live_faults(connection, released)
         counted = {fault.id: live[_fault_key(fault)] for fault in new}
         recorded = recording_time(connection.dialect.name)
+        ordinal = ordinals(counted)
         await connection.execute(
             INSERT_OCCURRENCES,
             [
@@ -361,6 +362,7 @@ class FaultStore:
                     "occurred": fault.created,
                     "request_id": fault.request_id,
                     "global_request_id": fault.global_request_id,
+                    "ordinal": ordinal[fault.id],
                 }
                 | recorded
                 for fault in new

@@ -87,6 +87,9 @@ fault_occurrences = sa.Table(
     # writers share one host's clock, is given it. 1970 for occurrences
     # recorded before it was kept.
     sa.Column("recorded", UtcDateTime, nullable=False, server_default="1970-01-01 00:00:00"),
+    # The fault's count once this occurrence was counted: 1 for its first, n for
+    # its nth. 0 for occurrences recorded before it was kept.
+    sa.Column("ordinal", sa.Integer(), nullable=False, server_default="0"),
     sa.Index("ix_fault_occurrences_fault_id_occurred", "fault_id", "occurred"),
     sa.Index("ix_fault_occurrences_occurred_fault_id", "occurred", "fault_id"),
     sa.Index("ix_fault_occurrences_recorded", "recorded", "id"),

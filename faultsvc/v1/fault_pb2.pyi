@@ -158,9 +158,10 @@ class FaultOccurrence(_message.Message):
 
     @_builtins.property
     def fault(self) -> Global___Fault:
-        """The fault the occurrence was counted into, as it stood with this
-        occurrence counted: its `occurrence_count` includes it. The message,
-        details, host and ids are those of the fault's latest occurrence.
+        """The fault the occurrence was counted into. Its `occurrence_count` is the
+        count this occurrence made (n for the fault's nth occurrence); the
+        message, details, host and ids are those of its latest occurrence when
+        the feed read it.
         """
 
     def __init__(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultsvc.faults import Cursor, utc_now
 from faultsvc.filters import RANK, SEARCH, WATCH, FaultFilter, parse_filter
-from faultsvc.occurrences import Window
+from faultsvc.occurrences import Window, counted_in_order
 from faultsvc.storage.failover import DatabaseEndpoints
 from faultsvc.storage.fleet import FleetStore
 from faultsvc.storage.store import FaultStore
@@ -136,6 +137,26 @@ async def test_every_occurrence_is_recorded_by_the_database_clock(
     assert before <= occurrence.recorded <= after  # recorded now, whenever it occurred
     assert occurrence.occurred == fault.created
     assert occurrence.fault.details == "trace"
+
+
+async def test_each_occurrence_keeps_the_count_it_made_even_from_concurrent_servers(
+    engine: AsyncEngine, fleet: FleetStore
+) -> None:
+    """Four stores with their own pools count repeats of one fault at once, in batches."""
+    start = await fleet.feed_now() - timedelta(seconds=1)
+    stores = [FaultStore(engine) for _ in range(4)]
+
+    async def repeats(store: FaultStore) -> None:
+        for _ in range(5):
+            await store.record_batch(
+                server_made(new_fault("i-1", fingerprint="same") for _ in range(4))
+            )
+
+    await asyncio.gather(*(repeats(store) for store in stores))
+    replayed = await fleet.replay((start, ""), FaultFilter(), 1000, with_details=False)
+    assert sorted(o.ordinal for o in replayed) == list(range(1, 81))
+    # In the feed's order, each one made the count after those before it.
+    assert [o.ordinal for o in counted_in_order(replayed)] == list(range(1, 81))
 
 
 async def test_a_poll_reads_again_only_what_was_recorded_since_unless_something_came_late(

@@ -14,18 +14,27 @@ from tests.support.faults import new_fault
 T0 = datetime(2026, 11, 29, 8, 0)
 
 
-def occurrence(n: int, fault: StoredFault) -> RecordedOccurrence:
+def occurrence(n: int, fault: StoredFault, ordinal: int = 0) -> RecordedOccurrence:
     return RecordedOccurrence(
         id=f"o-{n}",
         occurred=T0,
         recorded=T0 + timedelta(seconds=n),
         request_id="",
         global_request_id="",
+        ordinal=ordinal,
         fault=fault,
     )
 
 
-def test_repeats_read_together_are_given_the_counts_they_made() -> None:
+def test_each_occurrence_carries_the_count_it_made() -> None:
+    fault = StoredFault(
+        **{**StoredFault.of(new_fault(), updated=T0).as_row(), "occurrence_count": 9}
+    )
+    counted = counted_in_order([occurrence(2, fault, ordinal=8), occurrence(1, fault, ordinal=7)])
+    assert [(o.id, o.fault.occurrence_count) for o in counted] == [("o-1", 7), ("o-2", 8)]
+
+
+def test_repeats_recorded_before_ordinals_are_counted_back_from_the_fault() -> None:
     """Read after its fifth occurrence, a fault's last three occurrences made 3, 4 and 5."""
     fault = StoredFault.of(new_fault(), updated=T0)
     now = StoredFault(**{**fault.as_row(), "occurrence_count": 5})

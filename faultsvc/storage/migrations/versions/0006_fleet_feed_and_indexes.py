@@ -1,4 +1,4 @@
-"""The fleet's reads: when each occurrence was recorded, and indexes across instances.
+"""The fleet's reads: when each occurrence was recorded, its count, and indexes across instances.
 
 Revision ID: 0006
 Revises: 0005
@@ -10,6 +10,9 @@ written before have none to tell; they keep 1970-01-01, before any feed.
 Servers not yet upgraded go on writing during the upgrade: on MariaDB and
 MySQL the column defaults to CURRENT_TIMESTAMP(6), so their occurrences are
 dated too (SQLite's servers stop before the migration; new ones set it).
+`ordinal` is the fault's count once the occurrence was counted, what a
+watcher is shown; 0 where unknown (occurrences written before, or by servers
+not yet upgraded).
 
 Indexes that serve a newest-first page of every instance's faults, whole or
 of one source, host or fingerprint (SearchFaults), the feed's reads by
@@ -65,14 +68,19 @@ REPLACED_INDEXES = {
 }
 
 
-def recorded_column() -> sa.Column[object]:
-    return sa.Column("recorded", UtcDateTime, nullable=False, server_default=NEVER)
+def new_columns() -> list[sa.Column[object]]:
+    # New objects per call: a column belongs to the one table it is added to.
+    return [
+        sa.Column("recorded", UtcDateTime, nullable=False, server_default=NEVER),
+        sa.Column("ordinal", sa.Integer(), nullable=False, server_default="0"),
+    ]
 
 
 def upgrade() -> None:
     dialect = op.get_context().dialect
     if dialect.name not in ("mysql", "mariadb"):
-        op.add_column("fault_occurrences", recorded_column())
+        for column in new_columns():
+            op.add_column("fault_occurrences", column)
         for table, indexes in NEW_INDEXES.items():
             for name, columns in indexes.items():
                 op.create_index(name, table, columns)
@@ -80,8 +88,10 @@ def upgrade() -> None:
             for name in indexes:
                 op.drop_index(name, table)
         return
-    added = CreateColumn(recorded_column()).compile(dialect=dialect)
-    op.execute(f"ALTER TABLE fault_occurrences ADD COLUMN {added}, ALGORITHM=INSTANT")
+    adds = ", ".join(
+        f"ADD COLUMN {CreateColumn(column).compile(dialect=dialect)}" for column in new_columns()
+    )
+    op.execute(f"ALTER TABLE fault_occurrences {adds}, ALGORITHM=INSTANT")
     op.execute(
         "ALTER TABLE fault_occurrences"
         " ALTER COLUMN recorded SET DEFAULT CURRENT_TIMESTAMP(6), ALGORITHM=INSTANT"
@@ -100,4 +110,5 @@ def downgrade() -> None:
         for name in indexes:
             op.drop_index(name, table)
     with op.batch_alter_table("fault_occurrences") as occurrences:
-        occurrences.drop_column("recorded")
+        for column in reversed(new_columns()):
+            occurrences.drop_column(str(column.name))

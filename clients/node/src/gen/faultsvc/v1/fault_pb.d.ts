@@ -182,9 +182,10 @@ export declare type FaultOccurrence = Message<"faultsvc.v1.FaultOccurrence"> & {
   globalRequestId: string;
 
   /**
-   * The fault the occurrence was counted into, as it stood with this
-   * occurrence counted: its `occurrence_count` includes it. The message,
-   * details, host and ids are those of the fault's latest occurrence.
+   * The fault the occurrence was counted into. Its `occurrence_count` is the
+   * count this occurrence made (n for the fault's nth occurrence); the
+   * message, details, host and ids are those of its latest occurrence when
+   * the feed read it.
    *
    * @generated from field: faultsvc.v1.Fault fault = 6;
    */
