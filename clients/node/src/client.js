@@ -221,7 +221,8 @@ export class FaultClient {
    * for as long as the iteration goes on. A watch interrupted because the
    * server stopped (`Code.Unavailable`) or the watcher fell behind
    * (`Code.ResourceExhausted`) is resumed from its last token; what it
-   * streams again is dropped by id. Any other failure is thrown:
+   * streams again is dropped by id. Any other failure is thrown, and so is
+   * one before the first watch started (the server cannot be reached):
    * `Code.OutOfRange` when the token is older than the server replays.
    *
    * @param {string} [filter]
@@ -238,9 +239,11 @@ export class FaultClient {
     const recent = new Map();
     let newest = 0;
     let pauseMs = backoffMs[0];
+    let followed = false;
     for (;;) {
       try {
         for await (const response of this.watchFaults(filter, { resumeToken, view }, options)) {
+          followed = true;
           for (const occurrence of response.occurrences) {
             if (recent.has(occurrence.id)) {
               continue;
@@ -261,7 +264,8 @@ export class FaultClient {
         }
       } catch (error) {
         const interrupted = ConnectError.from(error);
-        if (!RESUMABLE.has(interrupted.code)) {
+        // A first watch that never started is a failure to report, not to wait out.
+        if (!RESUMABLE.has(interrupted.code) || !followed) {
           throw interrupted;
         }
         onInterruption?.(interrupted);

@@ -19,7 +19,14 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -488,34 +495,44 @@ class FaultServiceClient:
         *,
         resume_token: str = "",
         view: View = UNSPECIFIED,
+        on_start: Callable[[], Awaitable[None]] | None = None,
         on_interruption: Callable[[FaultServiceError], None] | None = None,
         backoff: tuple[float, float] = (0.5, 30.0),
         **options: Unpack[CallOptions],
     ) -> AsyncGenerator[fault_pb2.FaultOccurrence, None]:
         """Every occurrence recorded from now (or from `resume_token`) on, once, for ever.
 
-        A watch that is interrupted (the server stops or its database does
-        not answer: UNAVAILABLE; the watcher fell behind: RESOURCE_EXHAUSTED)
-        is resumed from its last token after a pause that doubles from
-        `backoff[0]` to `backoff[1]` seconds; `on_interruption` is told each
-        time. The occurrences a resumed watch streams again are dropped by id.
-        Any other failure raises `FaultServiceError`: OUT_OF_RANGE when the
-        token is older than the server replays.
+        `on_start` is awaited once the server follows the watch: whatever is
+        recorded from then on will be streamed (to show what came before,
+        without a gap). A watch that is interrupted (the server stops or its
+        database does not answer: UNAVAILABLE; the watcher fell behind:
+        RESOURCE_EXHAUSTED) is resumed from its last token after a pause that
+        doubles from `backoff[0]` to `backoff[1]` seconds; `on_interruption` is
+        told each time. The occurrences a resumed watch streams again are
+        dropped by id. Any other failure raises `FaultServiceError`, and so
+        does one before the first watch started (faultsvc cannot be reached):
+        OUT_OF_RANGE when the token is older than the server replays.
         """
         recent = RecentIds()
         pause = backoff[0]
+        followed = False
         while True:
             try:
                 async for response in self.watch_faults(
                     filter_, resume_token=resume_token, view=view, **options
                 ):
+                    followed = True
+                    if on_start is not None:
+                        await on_start()
+                        on_start = None
                     for occurrence in response.occurrences:
                         if recent.add(occurrence.id, occurrence.record_time.ToDatetime()):
                             yield occurrence
                     resume_token = response.resume_token
                     pause = backoff[0]
             except FaultServiceError as error:
-                if error.code not in RESUMABLE:
+                # A first watch that never started is a failure to report, not to wait out.
+                if error.code not in RESUMABLE or not followed:
                     raise
                 if on_interruption is not None:
                     on_interruption(error)

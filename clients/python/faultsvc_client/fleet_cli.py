@@ -17,7 +17,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -169,13 +169,13 @@ def _filter_of(args: argparse.Namespace) -> str:
 async def tail_faults(client: FaultServiceClient, args: argparse.Namespace) -> int:
     """The latest faults, then every new occurrence, until interrupted."""
     filter_ = _filter_of(args)
-    # The watch's first token comes before the latest faults are read: an
-    # occurrence recorded meanwhile is streamed, not lost between the two.
-    watch = client.watch_faults(filter_)
-    start = (await anext(watch)).resume_token
-    await watch.aclose()
     shown: set[tuple[str, int]] = set()
-    if args.lines:
+
+    async def print_latest() -> None:
+        # Once the watch is followed: an occurrence recorded meanwhile is both
+        # in the latest faults and streamed; it is printed once.
+        if not args.lines:
+            return
         page = await client.search_faults(filter_, page_size=args.lines)
         for fault in reversed(page.faults):
             shown.add((fault.id, fault.occurrence_count))
@@ -188,11 +188,11 @@ async def tail_faults(client: FaultServiceClient, args: argparse.Namespace) -> i
             flush=True,
         )
 
-    token = start
+    start: Callable[[], Awaitable[None]] | None = print_latest
     while True:
         try:
             async for occurrence in client.follow_faults(
-                filter_, resume_token=token, on_interruption=interrupted
+                filter_, on_start=start, on_interruption=interrupted
             ):
                 if (occurrence.fault.id, occurrence.fault.occurrence_count) not in shown:
                     _print_line(args, occurrence, occurrence.occur_time)
@@ -206,7 +206,7 @@ async def tail_faults(client: FaultServiceClient, args: argparse.Namespace) -> i
                 file=sys.stderr,
                 flush=True,
             )
-            token = ""
+            start = None
 
 
 def _print_line(
