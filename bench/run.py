@@ -4,6 +4,7 @@
     .venv/bin/python -m bench               # the full run, about 30 minutes
     .venv/bin/python -m bench --soak 300    # server memory over a 5-minute run
     .venv/bin/python -m bench --migration   # RecordFault while the schema migrates
+    .venv/bin/python -m bench --fleet       # searches at 10M faults, the watch fan-out
 
 Each workload runs at each concurrency against the echo server first, then
 against faultsvc on each database, back to back, so the echo ceiling of a row
@@ -28,7 +29,17 @@ from typing import Any
 
 import grpc
 
-from bench import commit_ceiling, databases, h2load, migration, report, seed, servers, soak
+from bench import (
+    commit_ceiling,
+    databases,
+    fleet,
+    h2load,
+    migration,
+    report,
+    seed,
+    servers,
+    soak,
+)
 from bench.databases import Backend
 from bench.echo_server import ADMIN_SUFFIX
 from bench.h2load import Load
@@ -97,6 +108,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--migration", action="store_true", help="only the online migration, on MariaDB"
     )
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="only the fleet view on MariaDB: searches at 10M faults, the watch fan-out",
+    )
     parser.add_argument("--backends", default="sqlite,mariadb", help="default sqlite,mariadb")
     parser.add_argument("--levels", help="calls in flight, e.g. 1,16,64")
     parser.add_argument("--workers", help="faultsvc processes to compare, e.g. 1,2")
@@ -154,6 +170,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"migrating {data.total_rows:,} faults online, the previous release writing")
         for phase in migration.run(args.mariadb_url, data, workdir):
             print(phase.line())
+        return
+
+    if args.fleet:
+        url = fleet.DEFAULT_URL if args.mariadb_url == DEFAULT_MARIADB_URL else args.mariadb_url
+        fleet_report = fleet.run(url, args.quick, args.keep, workdir, command)
+        print(f"\n{fleet_report.markdown()}")
+        paths = fleet.write_report(fleet_report, args.results, stamp)
+        print(f"\nwrote {' and '.join(map(str, paths))}")
         return
 
     backends: list[Backend] = []
