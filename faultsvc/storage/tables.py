@@ -54,15 +54,17 @@ instance_faults = sa.Table(
     sa.Index("ux_instance_faults_live_fingerprint", "instance_id", "live_fingerprint", unique=True),
     sa.Index("ix_instance_faults_request_id", "request_id"),
     sa.Index("ix_instance_faults_global_request_id", "global_request_id"),
-    # A newest-first page of every instance's faults, whole or of one source,
-    # host or fingerprint, is a range of one of these (docs/fleet.md).
+    # A newest-first page of every instance's faults, whole or of one source or
+    # host, is a range of one of these; a fingerprint names a few faults
+    # (docs/fleet.md).
     sa.Index("ix_instance_faults_last_occurred", "deleted", "last_occurred", "id"),
     *(
         sa.Index(
             f"ix_instance_faults_{column}_last_occurred", column, "deleted", "last_occurred", "id"
         )
-        for column in ("source", "host", "fingerprint")
+        for column in ("source", "host")
     ),
+    sa.Index("ix_instance_faults_fingerprint", "fingerprint"),
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",
     mysql_engine="InnoDB",
