@@ -80,6 +80,12 @@ async def test_cleared_faults_are_not_found(stub: Stub) -> None:
         'request_id = "' + "r" * 65 + '"',
         'request_id = "req-1"' + " " * 1024,
         'request_id = "' + "\\" * 900 + '"',
+        # Hostile: 64 KB, deep nesting, Unicode that looks like what is expected.
+        'source = "' + "a" * 65_536 + '"',
+        "(" * 1000,
+        'sourc\u0435 = "api"',
+        'source\u00a0= "api"',
+        'last_occur_time > "\u0662\u0660\u0662\u0666-11-29T08:00:00Z"',
     ],
 )
 async def test_a_filter_that_is_not_understood_is_invalid_naming_it(
@@ -125,3 +131,11 @@ async def test_the_request_id_of_any_occurrence_leads_to_its_fault(stub: Stub) -
     for request_id in request_ids:
         found = await search(stub, f'request_id = "{request_id}"')
         assert [f.id for f in found.faults] == [fault.id], request_id
+
+
+async def test_any_unicode_in_a_value_is_compared_as_it_is(stub: Stub) -> None:
+    source = "agent \u202e\U0001f525 \u00e9\u0301"
+    fault = await record(stub, f"i-{uuid.uuid4()}", source=source)
+    await record(stub, f"i-{uuid.uuid4()}", source="agent")
+    found = await search(stub, f'source = "{source}"')
+    assert [f.id for f in found.faults] == [fault.id]
