@@ -43,6 +43,7 @@ FLEET_INDEXES = {
     "ix_instance_faults_last_occurred",
     "ix_instance_faults_source_last_occurred",
     "ix_instance_faults_host_last_occurred",
+    "ix_instance_faults_source_host_last_occurred",
     "ix_instance_faults_fingerprint",
     "ix_fault_occurrences_recorded",
     "ix_fault_occurrences_occurred_fault_id",

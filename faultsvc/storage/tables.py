@@ -64,6 +64,15 @@ instance_faults = sa.Table(
         )
         for column in ("source", "host")
     ),
+    # Which component on which host: two fields, each common, rarely together.
+    sa.Index(
+        "ix_instance_faults_source_host_last_occurred",
+        "source",
+        "host",
+        "deleted",
+        "last_occurred",
+        "id",
+    ),
     sa.Index("ix_instance_faults_fingerprint", "fingerprint"),
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_bin",

@@ -28,6 +28,7 @@ FLEET_INDEXES = {
         "ix_instance_faults_last_occurred",
         "ix_instance_faults_source_last_occurred",
         "ix_instance_faults_host_last_occurred",
+        "ix_instance_faults_source_host_last_occurred",
         "ix_instance_faults_fingerprint",
     },
     "fault_occurrences": {

@@ -47,6 +47,14 @@ NEW_INDEXES = {
         "ix_instance_faults_last_occurred": ["deleted", "last_occurred", "id"],
         "ix_instance_faults_source_last_occurred": ["source", "deleted", "last_occurred", "id"],
         "ix_instance_faults_host_last_occurred": ["host", "deleted", "last_occurred", "id"],
+        # Which component on which host: two fields, each common, rarely together.
+        "ix_instance_faults_source_host_last_occurred": [
+            "source",
+            "host",
+            "deleted",
+            "last_occurred",
+            "id",
+        ],
         # A fingerprint names one instance's faults, a few rows: sorted after, and
         # not rewritten each time one of them occurs again.
         "ix_instance_faults_fingerprint": ["fingerprint"],
