@@ -23,19 +23,32 @@ log = logging.getLogger(__name__)
 class DatabaseEndpoints:
     """One engine per endpoint, in order of preference, and the one in use now.
 
-    Transactions run on `current`. One whose connection fails calls `failed`,
-    which moves on to the next endpoint at once; one that got no answer in
-    time calls `suspect`, which moves on only if a ping gets no answer
-    either, so that a lock wait does not move writes between the nodes of a
-    Galera cluster (and into certification conflicts). `probe` pings every endpoint
-    and goes back to the most preferred one that answers, so the first
-    endpoint is used again once it has returned.
+    Transactions run on `current`, reads on `current_reader`: its twin in
+    autocommit mode when `connect` made the engines, else the engine itself
+    (a read then ends in the ROLLBACK of closing its connection).
+
+    A transaction whose connection fails calls `failed`, which moves on to
+    the next endpoint at once; one that got no answer in time calls
+    `suspect`, which moves on only if a ping gets no answer either, so that a
+    lock wait does not move writes between the nodes of a Galera cluster (and
+    into certification conflicts). `probe` pings every endpoint and goes back
+    to the most preferred one that answers, so the first endpoint is used
+    again once it has returned.
     """
 
-    def __init__(self, engines: Sequence[AsyncEngine], *, timeout_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        engines: Sequence[AsyncEngine],
+        *,
+        readers: Sequence[AsyncEngine] | None = None,
+        timeout_seconds: float = 5.0,
+    ) -> None:
         if not engines:
             raise ValueError("a database needs at least one endpoint")
+        if readers is not None and len(readers) != len(engines):
+            raise ValueError("a database needs one reader per endpoint")
         self.engines = tuple(engines)
+        self.readers = self.engines if readers is None else tuple(readers)
         self.timeout_seconds = timeout_seconds
         self._current = 0
         self._suspicion: asyncio.Task[None] | None = None
@@ -45,10 +58,18 @@ class DatabaseEndpoints:
         cls, urls: Sequence[str], *, pool_size: int = 10, timeout_seconds: float = 5.0
     ) -> DatabaseEndpoints:
         """Engines for `urls`; nothing connects until a transaction or a probe needs it."""
-        engines = [
-            create_engine(url, pool_size=pool_size, timeout_seconds=timeout_seconds) for url in urls
-        ]
-        return cls(engines, timeout_seconds=timeout_seconds)
+        engines, readers = (
+            [
+                create_engine(
+                    url, pool_size=pool_size, timeout_seconds=timeout_seconds, autocommit=reads
+                )
+                for url in urls
+            ]
+            for reads in (False, True)
+        )
+        if any(_in_memory(engine) for engine in engines):
+            readers = engines  # an in-memory database lives in its one engine only
+        return cls(engines, readers=readers, timeout_seconds=timeout_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DatabaseEndpoints:
@@ -61,6 +82,11 @@ class DatabaseEndpoints:
     @property
     def current(self) -> AsyncEngine:
         return self.engines[self._current]
+
+    @property
+    def current_reader(self) -> AsyncEngine:
+        """The current endpoint's engine for reads: autocommit, one statement a read."""
+        return self.readers[self._current]
 
     def failed(self, engine: AsyncEngine) -> None:
         """Moves on from `engine`, when it is still the current one, to the next endpoint.
@@ -115,7 +141,7 @@ class DatabaseEndpoints:
         if self._suspicion is not None:
             self._suspicion.cancel()
             await asyncio.gather(self._suspicion, return_exceptions=True)
-        await asyncio.gather(*(engine.dispose() for engine in self.engines))
+        await asyncio.gather(*(engine.dispose() for engine in {*self.engines, *self.readers}))
 
     async def _ping(self, engine: AsyncEngine) -> str | None:
         """None when `engine` answers within the timeout, else why not."""
@@ -146,6 +172,11 @@ async def open_database(settings: Settings) -> AsyncIterator[DatabaseEndpoints]:
         yield database
     finally:
         await database.dispose()
+
+
+def _in_memory(engine: AsyncEngine) -> bool:
+    url = engine.url
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
 def describe(engine: AsyncEngine) -> str:

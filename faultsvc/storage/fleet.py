@@ -134,7 +134,7 @@ class FleetStore:
         async def read(connection: AsyncConnection, _attempt: int) -> list[StoredFault]:
             return [StoredFault.from_row(row) for row in await connection.execute(query)]
 
-        return await self._transactions.run(read)
+        return await self._transactions.read(read)
 
     async def poll_feed(
         self,
@@ -177,6 +177,7 @@ class FleetStore:
             fetched = await _occurrences_by_id(connection, new, with_details=with_details)
             return FeedPoll(now, read_from, recorded, fetched)
 
+        # A transaction, not autocommit reads: its statements share one snapshot.
         return await self._transactions.run(read)
 
     async def feed_now(self) -> datetime:
@@ -185,7 +186,7 @@ class FleetStore:
         async def read(connection: AsyncConnection, _attempt: int) -> datetime:
             return await database_now(connection)
 
-        return await self._transactions.run(read)
+        return await self._transactions.read(read)
 
     async def replay(
         self,
@@ -217,7 +218,7 @@ class FleetStore:
         async def read(connection: AsyncConnection, _attempt: int) -> list[RecordedOccurrence]:
             return [_recorded_occurrence(row) for row in await connection.execute(query)]
 
-        return await self._transactions.run(read)
+        return await self._transactions.read(read)
 
     async def rank(
         self,
@@ -272,6 +273,7 @@ class FleetStore:
                 if fault_id in found
             ]
 
+        # A transaction: the three statements count in one snapshot.
         return await self._transactions.run(read)
 
 

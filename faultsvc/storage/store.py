@@ -129,6 +129,11 @@ def _upsert_faults() -> dict[str, sa.Insert]:
 
 
 UPSERT_FAULTS = _upsert_faults()
+# Whether a row an upsert returns is live: a cleared one was only let go of its fingerprint.
+LIVE_NOW = LIVE.label("live_now")
+UPSERT_FAULTS_RETURNING = {
+    dialect: upsert.returning(*FAULT_COLUMNS, LIVE_NOW) for dialect, upsert in UPSERT_FAULTS.items()
+}
 _NEWEST = (
     sa.select(faults.c.instance_id, sa.func.max(faults.c.last_occurred).label("last_occurred"))
     .where(faults.c.instance_id.in_(sa.bindparam("instance_ids", expanding=True)), LIVE)
@@ -170,6 +175,13 @@ def _older_than(last_occurred: Any, fault_id: Any) -> sa.ColumnElement[bool]:
 # Keyed by whether details are read.
 LATEST_FAULTS = {True: _latest_faults(FAULT_COLUMNS), False: _latest_faults(BASIC_COLUMNS)}
 HISTORY_PAGES = {True: _history_pages(FAULT_COLUMNS), False: _history_pages(BASIC_COLUMNS)}
+
+
+def _stored_and_live(row: Any) -> tuple[StoredFault, bool]:
+    values = dict(row._mapping)
+    live = bool(values.pop("live_now"))
+    return StoredFault(**values), live
+
 
 # What makes occurrences one fault: their instance and fingerprint.
 FaultKey = tuple[str, str]
@@ -336,20 +348,17 @@ class FaultStore:
     ) -> dict[str, StoredFault]:
         """Inserts or counts each occurrence into its fault; returns the faults by occurrence id.
 
-        Three statements, whatever the batch: the faults upserted (one row per
-        fault, however often it occurred in the batch), read back, and the
-        occurrences inserted. Rows go in (instance, fingerprint) order, so that
+        Two statements, whatever the batch: the faults upserted (one row per
+        fault, however often it occurred in the batch) returning what they
+        became, and the occurrences inserted. Rows go in (instance, fingerprint) order, so that
         concurrent batches lock them in one order and do not deadlock.
         """
         new.sort(key=_fault_key)
         rows = {key: _row_of(list(same), now) for key, same in itertools.groupby(new, _fault_key)}
-        upsert = UPSERT_FAULTS[connection.dialect.name]
-        await connection.execute(upsert, list(rows.values()))
-        live = await self._live_faults(connection, rows.keys())
+        live = await self._upsert(connection, list(rows.values()))
         if released := [key for key in rows if key not in live]:
             # Their fingerprint was held by a cleared fault, which the upsert let go.
-            await connection.execute(upsert, [rows[key] for key in released])
-            live |= await self._live_faults(connection, released)
+            live |= await self._upsert(connection, [rows[key] for key in released])
         counted = {fault.id: live[_fault_key(fault)] for fault in new}
         recorded = recording_time(connection.dialect.name)
         ordinal = ordinals(counted)
@@ -370,15 +379,28 @@ class FaultStore:
         )
         return counted
 
-    async def _live_faults(
-        self, connection: AsyncConnection, keys: Collection[FaultKey]
+    async def _upsert(
+        self, connection: AsyncConnection, rows: list[dict[str, Any]]
     ) -> dict[FaultKey, StoredFault]:
-        """The live faults of these (instance, fingerprint)s, by both."""
+        """Upserts the rows; returns the live faults they were written into, by key.
+
+        One statement where the database returns what an upsert wrote (MariaDB
+        10.5, SQLite 3.35); elsewhere (MySQL) a second reads them back.
+        """
+        dialect = connection.dialect
+        if dialect.insert_returning:
+            written = await connection.execute(UPSERT_FAULTS_RETURNING[dialect.name], rows)
+            return {
+                (fault.instance_id, fault.fingerprint): fault
+                for fault, live in map(_stored_and_live, written)
+                if live
+            }
+        await connection.execute(UPSERT_FAULTS[dialect.name], rows)
         found = await connection.execute(
             LIVE_FAULTS_BY_FINGERPRINT,
             {
-                "instance_ids": list({instance_id for instance_id, _ in keys}),
-                "fingerprints": list({fingerprint for _, fingerprint in keys}),
+                "instance_ids": list({row["instance_id"] for row in rows}),
+                "fingerprints": list({row["fingerprint"] for row in rows}),
             },
         )
         return {(row.instance_id, row.fingerprint): StoredFault.from_row(row) for row in found}
@@ -430,7 +452,7 @@ class FaultStore:
                     latest[fault.instance_id] = fault
             return latest
 
-        return await self._transactions.run(read)
+        return await self._transactions.read(read)
 
     async def _latest_each(self, reads: Sequence[LatestRead]) -> list[StoredFault | None]:
         """The latest fault of each (instance, with details): one query per kind asked for."""
@@ -462,7 +484,7 @@ class FaultStore:
             rows = await connection.execute(query, parameters)
             return [StoredFault.from_row(row) for row in rows]
 
-        return await self._transactions.run(read)
+        return await self._transactions.read(read)
 
     async def clear(self, instance_id: str) -> int:
         """Soft-deletes the live faults of an instance; returns how many.

@@ -48,18 +48,29 @@ class Transactions:
         runs again only if `rerun_after_lost_commit`, and must then allow for
         its earlier attempt having been committed (it is told the attempt).
         """
+        return await self._attempts(
+            work, commit=True, rerun_after_lost_commit=rerun_after_lost_commit
+        )
+
+    async def read(self, work: Work[T]) -> T:
+        """Runs `work`, which only reads, in autocommit mode: no transaction to end."""
+        return await self._attempts(work, commit=False, rerun_after_lost_commit=True)
+
+    async def _attempts(self, work: Work[T], *, commit: bool, rerun_after_lost_commit: bool) -> T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.database.timeout_seconds
         attempt = 0
         while True:
             attempt += 1
             engine = self.database.current
+            connectable = engine if commit else self.database.current_reader
             committing = False
             try:
-                async with asyncio.timeout_at(deadline), engine.connect() as connection:
+                async with asyncio.timeout_at(deadline), connectable.connect() as connection:
                     result = await work(connection, attempt)
-                    committing = True
-                    await connection.commit()
+                    if commit:
+                        committing = True
+                        await connection.commit()
                 return result
             except (exc.SQLAlchemyError, OSError, TimeoutError) as error:
                 pause = self._retry_pause(

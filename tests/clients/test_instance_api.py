@@ -286,5 +286,6 @@ def test_a_threaded_wsgi_server_serves_admins_and_tenants_at_once(faults: Faults
     assert len(pages) == requests
     details_seen: dict[bool, set[str | None]] = {True: set(), False: set()}
     for admin, page in pages:
+        assert "fault" in page.body["instance"], page.body
         details_seen[admin].add(page.body["instance"]["fault"]["details"])
     assert details_seen == {True: {TRACEBACK}, False: {None}}

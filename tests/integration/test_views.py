@@ -21,18 +21,20 @@ SMALL_BUDGET = 256 * 1024
 
 
 class StatementLog:
-    """The SELECTs an engine runs while it is installed."""
+    """The SELECTs engines run while it is installed."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, *engines: AsyncEngine) -> None:
         self.statements: list[str] = []
-        self._engine = engine.sync_engine
+        self._engines = {engine.sync_engine for engine in engines}
 
     def __enter__(self) -> StatementLog:
-        sa.event.listen(self._engine, "before_cursor_execute", self._seen)
+        for engine in self._engines:
+            sa.event.listen(engine, "before_cursor_execute", self._seen)
         return self
 
     def __exit__(self, *_: object) -> None:
-        sa.event.remove(self._engine, "before_cursor_execute", self._seen)
+        for engine in self._engines:
+            sa.event.remove(engine, "before_cursor_execute", self._seen)
 
     def _seen(self, _connection: object, _cursor: object, statement: str, *_: object) -> None:
         if statement.lstrip().upper().startswith("SELECT"):
@@ -44,7 +46,7 @@ class StatementLog:
 
 @pytest.fixture
 def reads(server: FaultServer) -> Iterator[StatementLog]:
-    with StatementLog(server.engine) as log:
+    with StatementLog(server.database.current, server.database.current_reader) as log:
         yield log
 
 

@@ -204,8 +204,9 @@ async def test_a_batch_is_a_few_statements_whatever_its_size(
     batch = [new_fault(f"i-{n % 50}", fingerprint=f"f{n % 7}") for n in range(400)]
     with statements_of(engine) as statements:
         await store.record_batch([*server_made(batch[:-1]), caller_made(batch[-1])])
-    # Looked up, upserted, read back, occurrences inserted; the driver may add none.
-    assert len(statements) == 4, statements
+    # Looked up, upserted (and read back where an upsert cannot return what it
+    # wrote), occurrences inserted; the driver may add none.
+    assert len(statements) == (3 if engine.dialect.insert_returning else 4), statements
     assert await count_rows(engine, fault_occurrences) == 407
 
 
