@@ -93,6 +93,9 @@ class FleetReport:
     started: str
     rows: int
     seed: dict[str, Any] = field(default_factory=dict)
+    # MariaDB's settings when the measurements began and ended: this mode sets none (the
+    # machine's other benchmarks may), and a buffer pool that holds the table changes them.
+    database: dict[str, dict[str, str]] = field(default_factory=dict)
     searches: list[Latency] = field(default_factory=list)
     rankings: list[Latency] = field(default_factory=list)
     fan_out: list[FanOut] = field(default_factory=list)
@@ -108,6 +111,9 @@ class FleetReport:
                 f"in {self.seed['index_seconds_total']:.0f} s, of which revision 0006's "
                 f"{self.seed['fleet_index_seconds']:.0f} s."
             )
+        for moment, settings in self.database.items():
+            shown = ", ".join(f"{name}={value}" for name, value in sorted(settings.items()))
+            lines.append(f"MariaDB {moment}: {shown}.")
         lines += ["", "| SearchFaults, newest page of 50 | filter | p50 ms | p99 ms | faults |"]
         lines.append("| --- | --- | ---: | ---: | ---: |")
         for row in self.searches + self.rankings:
@@ -148,12 +154,14 @@ def run(url: str, quick: bool, keep: bool, workdir: Path, command: str) -> Fleet
     watched = servers.start_faultsvc("fleet-watched", url, 1, workdir)
     writer = servers.start_faultsvc("fleet-writer", url, 1, workdir)
     try:
+        report.database["as the measurements began"] = settings_of(url)
         report.searches = asyncio.run(search_latencies(watched.target, data, mode.calls))
         report.rankings = asyncio.run(rank_latencies(watched.target, mode.calls))
         for count in mode.watchers:
             fan_out = watch_fan_out(watched, writer.target, count, mode, workdir)
             print(f"  {count} watchers: {asdict(fan_out)}", flush=True)
             report.fan_out.append(fan_out)
+        report.database["as they ended"] = settings_of(url)
     finally:
         watched.stop()
         writer.stop()
@@ -187,6 +195,17 @@ def prepare(url: str, rows: int, *, keep: bool) -> tuple[FleetSeed, SeedTimes]:
         return seed_fleet(engine, FleetSeed(rows, now))
     finally:
         engine.dispose()
+
+
+def settings_of(url: str) -> dict[str, str]:
+    admin = databases._server_engine(url)
+    try:
+        with admin.connect() as connection:
+            found = databases.mariadb_settings(connection)
+    finally:
+        admin.dispose()
+    wanted = ("version", "innodb_buffer_pool_size", "innodb_flush_log_at_trx_commit")
+    return {name: value for name, value in found.items() if name in wanted}
 
 
 def drop(url: str) -> None:
