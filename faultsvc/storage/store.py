@@ -153,6 +153,23 @@ def _latest_faults(columns: Sequence[sa.ColumnElement[Any]]) -> sa.Select[Any]:
     )
 
 
+def _latest_faults_by_correlation(columns: Sequence[sa.ColumnElement[Any]]) -> sa.Select[Any]:
+    """The same faults for SQLite, whose planner, without statistics, drives the join above
+    from the index on (deleted, last_occurred) and reads every live fault: here it can only
+    start from each instance's own entries."""
+    newest = faults.alias("newest")
+    latest_occurrence = (
+        sa.select(sa.func.max(newest.c.last_occurred))
+        .where(newest.c.instance_id == faults.c.instance_id, newest.c.deleted == sa.false())
+        .scalar_subquery()
+    )
+    return sa.select(*columns).where(
+        faults.c.instance_id.in_(sa.bindparam("instance_ids", expanding=True)),
+        LIVE,
+        faults.c.last_occurred == latest_occurrence,
+    )
+
+
 def _history_pages(columns: Sequence[sa.ColumnElement[Any]]) -> tuple[sa.Select[Any], ...]:
     first_page = (
         sa.select(*columns)
@@ -172,8 +189,15 @@ def _older_than(last_occurred: Any, fault_id: Any) -> sa.ColumnElement[bool]:
     )
 
 
+# Keyed by whether the database is SQLite, then by whether details are read.
+LATEST_FAULTS = {
+    False: {True: _latest_faults(FAULT_COLUMNS), False: _latest_faults(BASIC_COLUMNS)},
+    True: {
+        True: _latest_faults_by_correlation(FAULT_COLUMNS),
+        False: _latest_faults_by_correlation(BASIC_COLUMNS),
+    },
+}
 # Keyed by whether details are read.
-LATEST_FAULTS = {True: _latest_faults(FAULT_COLUMNS), False: _latest_faults(BASIC_COLUMNS)}
 HISTORY_PAGES = {True: _history_pages(FAULT_COLUMNS), False: _history_pages(BASIC_COLUMNS)}
 
 
@@ -445,7 +469,9 @@ class FaultStore:
 
         async def read(connection: AsyncConnection, _attempt: int) -> dict[str, StoredFault]:
             latest: dict[str, StoredFault] = {}
-            for row in await connection.execute(LATEST_FAULTS[with_details], parameters):
+            sqlite = connection.dialect.name == "sqlite"
+            query = LATEST_FAULTS[sqlite][with_details]
+            for row in await connection.execute(query, parameters):
                 fault = StoredFault.from_row(row)
                 current = latest.get(fault.instance_id)
                 if current is None or fault.id > current.id:
