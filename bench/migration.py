@@ -38,7 +38,7 @@ from faultsvc.v1 import fault_service_pb2_grpc as rpc
 
 # Only the type stubs know the async stub class; at run time the stub adapts to its channel.
 AsyncStub: TypeAlias = "rpc.FaultServiceAsyncStub"
-REVISIONS = ("0002", "0003", "0004", "0005")
+REVISIONS = ("0002", "0003", "0004", "0005", "0006")
 WRITERS = 8
 INSTANCES = 1000
 BASELINE_SECONDS = 10.0

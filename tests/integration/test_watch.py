@@ -262,10 +262,20 @@ async def test_a_watch_counts_in_the_metrics_with_the_status_it_ended_with(
     denied = watch(stub, metadata=TENANT)
     with pytest.raises(grpc.aio.AioRpcError):
         await denied.read()
-    samples = {
-        tuple(sorted(sample.labels.items())): sample.value
-        for family in server.metrics_registry.collect()
-        for sample in family.samples
-        if sample.name == "faultsvc_rpc_requests_total"
-    }
-    assert samples[(("code", "PERMISSION_DENIED"), ("method", "WatchFaults"))] == 1
+
+    def denied_watches() -> float | None:
+        samples = {
+            tuple(sorted(sample.labels.items())): sample.value
+            for family in server.metrics_registry.collect()
+            for sample in family.samples
+            if sample.name == "faultsvc_rpc_requests_total"
+        }
+        return samples.get((("code", "PERMISSION_DENIED"), ("method", "WatchFaults")))
+
+    # The caller has its status as soon as it is sent; the server counts the
+    # call when its handler returns, a moment later: up to 5 s for that.
+    for _ in range(500):
+        if denied_watches() is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert denied_watches() == 1
