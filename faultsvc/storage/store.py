@@ -374,8 +374,9 @@ class FaultStore:
 
         Two statements, whatever the batch: the faults upserted (one row per
         fault, however often it occurred in the batch) returning what they
-        became, and the occurrences inserted. Rows go in (instance, fingerprint) order, so that
-        concurrent batches lock them in one order and do not deadlock.
+        became, and the occurrences inserted. Rows go in (instance,
+        fingerprint) order, so that concurrent batches lock them in one order
+        and do not deadlock.
         """
         new.sort(key=_fault_key)
         rows = {key: _row_of(list(same), now) for key, same in itertools.groupby(new, _fault_key)}
