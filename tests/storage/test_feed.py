@@ -195,11 +195,16 @@ async def test_a_watcher_that_falls_behind_is_ended_with_a_token_and_misses_noth
     try:
         batches = feed.watch(FaultFilter(), None, with_details=False)
         first = await anext(batches)  # the first token; then it reads nothing for a while
-        recorded = [await stored(store, new_fault(f"i-{n}")) for n in range(12)]
+        # Two reads: the first reaches the empty queue whatever its size, the
+        # second finds it full (in one read, all twelve would be a burst).
+        recorded = [await stored(store, new_fault(f"i-{n}")) for n in range(6)]
+        await asyncio.sleep(POLL_SECONDS * 4)
+        recorded += [await stored(store, new_fault(f"i-{n}")) for n in range(6, 12)]
         await asyncio.sleep(POLL_SECONDS * 6)
-        with pytest.raises(WatcherTooSlow) as ended:
-            async for _ in batches:
-                pass
+        async with asyncio.timeout(30):
+            with pytest.raises(WatcherTooSlow) as ended:
+                async for _ in batches:
+                    pass
         assert ended.value.resume_token == first.resume_token
         assert ended.value.error_metadata() == {"resume_token": first.resume_token}
         async with watching(feed, token=ended.value.resume_token) as resumed:
